@@ -1,0 +1,194 @@
+"""Model sizes: the single source of truth for every AliTok model this package builds.
+
+The released sizes follow ALITOK_REFERENCE.md (sections 1-3): the tokenizer's ViT-B encoder and
+ViT-L decoder (`modeling/alitok.py`, `train_tokenizer/model/vae_stage{1,2}.py`) and the AR models
+B / L / XL (`modeling/ar.py`, `configs/alitok_*.yaml`). `tiny` variants keep every structural
+choice (273 latent tokens, 4096 codes, 1000 classes) and shrink only widths and depths, so that
+tests and the demo run on a CPU.
+
+Configs are frozen dataclasses: hashable (usable as static jit arguments), serialisable with
+`to_dict` / `from_dict` (the converter writes them next to the params as JSON).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return n if n % multiple == 0 else n + multiple - n % multiple
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+  """One pre-LN transformer stack (the tokenizer's encoder or decoder)."""
+
+  width: int
+  layers: int
+  heads: int
+  mlp_ratio: float = 4.0
+
+  def __post_init__(self):
+    if self.width % self.heads:
+      raise ValueError(f'width {self.width} is not divisible by heads {self.heads}')
+
+  @property
+  def mlp_width(self) -> int:
+    return int(self.width * self.mlp_ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+  """The AliTok tokenizer.
+
+  stage 1 (training): causal decoder with one class token and the prefix head;
+  stage 2 (released `AliTok.pth`): bidirectional decoder with `buffer_tokens` (32) buffer tokens.
+  """
+
+  encoder: ViTConfig
+  decoder: ViTConfig
+  stage: Literal[1, 2] = 2
+  image_size: int = 256
+  patch_size: int = 16
+  prefix_tokens: int = 17
+  token_size: int = 32
+  codebook_size: int = 4096
+  commitment_cost: float = 0.25
+
+  def __post_init__(self):
+    if self.stage not in (1, 2):
+      raise ValueError(f'tokenizer stage must be 1 or 2, got {self.stage!r}')
+    if self.image_size % self.patch_size:
+      raise ValueError(f'image_size {self.image_size} is not a multiple of patch_size {self.patch_size}')
+
+  @property
+  def grid_size(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid_size**2
+
+  @property
+  def num_latent_tokens(self) -> int:
+    """Codes per image: the prefix tokens followed by one token per grid cell (17 + 256 = 273)."""
+    return self.prefix_tokens + self.num_patches
+
+  @property
+  def causal_decoder(self) -> bool:
+    return self.stage == 1
+
+  @property
+  def buffer_tokens(self) -> int:
+    """Learned tokens the decoder prepends: 1 class token (stage 1), 32 buffer tokens (stage 2)."""
+    return 1 if self.stage == 1 else 32
+
+  def to_dict(self) -> dict[str, Any]:
+    return {'kind': 'tokenizer', **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+    d = {k: v for k, v in d.items() if k != 'kind'}
+    return cls(**{**d, 'encoder': ViTConfig(**d['encoder']), 'decoder': ViTConfig(**d['decoder'])})
+
+
+@dataclasses.dataclass(frozen=True)
+class ARConfig:
+  """The class-conditional decoder-only AR model (LlamaGen-style, ALITOK_REFERENCE.md section 3)."""
+
+  width: int
+  depth: int
+  heads: int
+  codebook_size: int = 4096
+  num_classes: int = 1000
+  image_seq_len: int = 273
+  prefix_tokens: int = 17
+  rope_base: float = 10000.0
+  dropout: float = 0.1
+  attn_dropout: float = 0.1
+  token_dropout: float = 0.1
+  class_dropout: float = 0.1
+
+  def __post_init__(self):
+    if self.width % self.heads:
+      raise ValueError(f'width {self.width} is not divisible by heads {self.heads}')
+    if self.head_dim % 4:
+      raise ValueError(f'head_dim {self.head_dim} must be a multiple of 4 for the 2D rotary table')
+    grid = self.image_seq_len - self.prefix_tokens
+    if int(round(grid**0.5)) ** 2 != grid:
+      raise ValueError(f'image_seq_len - prefix_tokens = {grid} is not a square grid')
+
+  @property
+  def head_dim(self) -> int:
+    return self.width // self.heads
+
+  @property
+  def ffn_hidden(self) -> int:
+    """SwiGLU hidden width: int(2 * 4 * width / 3) rounded up to a multiple of 256."""
+    return _round_up(int(2 * 4 * self.width / 3), 256)
+
+  @property
+  def grid_size(self) -> int:
+    return int(round((self.image_seq_len - self.prefix_tokens) ** 0.5))
+
+  @property
+  def seq_len(self) -> int:
+    """Positions of one sequence: the class token followed by the image codes (274)."""
+    return self.image_seq_len + 1
+
+  @property
+  def vocab_size(self) -> int:
+    """Rows of the shared embedding: codes, one unused row, classes, "no class" (5098)."""
+    return self.codebook_size + 1 + self.num_classes + 1
+
+  @property
+  def class_offset(self) -> int:
+    """Embedding row of class 0 (4097)."""
+    return self.codebook_size + 1
+
+  @property
+  def no_class_id(self) -> int:
+    """Embedding row of the "no class" token used for CFG and label dropout (5097)."""
+    return self.codebook_size + 1 + self.num_classes
+
+  def to_dict(self) -> dict[str, Any]:
+    return {'kind': 'ar', **dataclasses.asdict(self)}
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> ARConfig:
+    return cls(**{k: v for k, v in d.items() if k != 'kind'})
+
+
+# Released sizes. Encoder ViT-B, decoder ViT-L.
+TOKENIZER_ENCODER = ViTConfig(width=768, layers=12, heads=12)
+TOKENIZER_DECODER = ViTConfig(width=1024, layers=24, heads=16)
+
+TOKENIZER = {
+    'stage1': TokenizerConfig(TOKENIZER_ENCODER, TOKENIZER_DECODER, stage=1),
+    'stage2': TokenizerConfig(TOKENIZER_ENCODER, TOKENIZER_DECODER, stage=2),
+    # CPU-sized, same token layout (the parity fixtures use these widths).
+    'tiny_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1),
+    'tiny_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2),
+}
+
+AR = {
+    'B': ARConfig(width=768, depth=24, heads=16),
+    'L': ARConfig(width=1024, depth=24, heads=16),
+    'XL': ARConfig(width=1280, depth=32, heads=16),
+    'tiny': ARConfig(width=128, depth=2, heads=8),
+}
+
+# Heads cannot be read off weight shapes; these are the released widths' head counts, which the
+# converter uses when a checkpoint gives no other hint.
+KNOWN_HEADS = {768: 12, 1024: 16}
+
+
+def config_from_dict(d: dict[str, Any]) -> TokenizerConfig | ARConfig:
+  """Rebuilds a config written by `to_dict` (dispatching on its `kind`)."""
+  kind = d.get('kind')
+  if kind == 'tokenizer':
+    return TokenizerConfig.from_dict(d)
+  if kind == 'ar':
+    return ARConfig.from_dict(d)
+  raise ValueError(f'unknown model kind {kind!r} (expected "tokenizer" or "ar")')
