@@ -1,0 +1,115 @@
+"""Params-only model directories: what the converter writes and the API and samplers read.
+
+A model directory holds
+  config.json        {"format": 1, "model": <TokenizerConfig / ARConfig as a dict>, ...metadata}
+  params/            an Orbax (OCDBT) checkpoint of the nested parameter dict
+  codebook_usage/    optional: the stage-1 clustered codebook's usage statistics (Orbax)
+The parameter tree is the NNX state of the model as a pure dict, so `nnx.replace_by_pure_dict`
+puts it back into a model skeleton built with `nnx.eval_shape`.
+
+Restoring goes against an abstract target built from the config, so shapes and dtypes are checked
+before any array is read, and arrays land directly with the requested sharding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from alitok_jax import tree_util
+from alitok_jax.models.variants import ARConfig, TokenizerConfig, config_from_dict
+
+FORMAT_VERSION = 1
+CONFIG_FILE = 'config.json'
+PARAMS_DIR = 'params'
+USAGE_DIR = 'codebook_usage'
+
+
+class CheckpointError(ValueError):
+  """A model directory is missing, incomplete or does not match its config."""
+
+
+def _abs(directory: str | os.PathLike) -> pathlib.Path:
+  return pathlib.Path(directory).expanduser().resolve()
+
+
+def save_model_dir(directory: str | os.PathLike, config: TokenizerConfig | ARConfig,
+                   params: Mapping[str, Any], *, codebook_usage: np.ndarray | None = None,
+                   metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
+  """Writes config.json and the Orbax params (and codebook usage) into `directory`."""
+  directory = _abs(directory)
+  if directory.exists() and any(directory.iterdir()):
+    if not overwrite:
+      raise CheckpointError(f'{directory} exists and is not empty (pass overwrite=True / '
+                            '--overwrite to replace it)')
+    for sub in (PARAMS_DIR, USAGE_DIR):
+      shutil.rmtree(directory / sub, ignore_errors=True)
+  directory.mkdir(parents=True, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory / PARAMS_DIR, dict(params))
+  if codebook_usage is not None:
+    checkpointer.save(directory / USAGE_DIR, {'usage': np.asarray(codebook_usage, np.float32)})
+  checkpointer.wait_until_finished()
+  # config.json last: a directory with a config is a complete one.
+  doc = {'format': FORMAT_VERSION, 'model': config.to_dict(), **dict(metadata or {})}
+  tmp = directory / (CONFIG_FILE + '.tmp')
+  tmp.write_text(json.dumps(doc, indent=1) + '\n')
+  os.replace(tmp, directory / CONFIG_FILE)
+
+
+def load_config(directory: str | os.PathLike) -> tuple[TokenizerConfig | ARConfig, dict[str, Any]]:
+  """(model config, the whole config.json document) of a model directory."""
+  directory = _abs(directory)
+  path = directory / CONFIG_FILE
+  if not directory.is_dir():
+    raise CheckpointError(f'{directory} is not a directory (expected a model directory written '
+                          'by `python -m alitok_jax.convert`)')
+  if not path.is_file():
+    raise CheckpointError(f'{directory} has no {CONFIG_FILE}: not a model directory written by '
+                          '`python -m alitok_jax.convert`, or an interrupted write')
+  try:
+    doc = json.loads(path.read_text())
+    if doc.get('format') != FORMAT_VERSION:
+      raise CheckpointError(f'{path}: unsupported format {doc.get("format")!r} '
+                            f'(this version reads format {FORMAT_VERSION})')
+    return config_from_dict(doc['model']), doc
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise CheckpointError(f'{path} is not a valid model config: {e}') from e
+
+
+def _check_against_metadata(path: pathlib.Path, abstract: Mapping[str, Any]) -> None:
+  """Compares the stored tree with the expected one before reading any array."""
+  stored = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  problem = tree_util.shape_mismatches(abstract, stored)
+  if problem:
+    raise CheckpointError(f'{path} does not match its config.json: {problem}')
+
+
+def restore_params(directory: str | os.PathLike, abstract: Mapping[str, Any],
+                   sharding: jax.sharding.Sharding | None = None) -> dict[str, Any]:
+  """Restores the params of a model directory against `abstract` (a tree of ShapeDtypeStructs).
+
+  Every array is placed with `sharding` (default: replicated on the first local device).
+  """
+  path = _abs(directory) / PARAMS_DIR
+  if not path.is_dir():
+    raise CheckpointError(f'{_abs(directory)} has no {PARAMS_DIR}/ folder')
+  _check_against_metadata(path, abstract)
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+                        dict(abstract))
+  return ocp.StandardCheckpointer().restore(path, target)
+
+
+def restore_codebook_usage(directory: str | os.PathLike) -> np.ndarray | None:
+  path = _abs(directory) / USAGE_DIR
+  if not path.is_dir():
+    return None
+  return np.asarray(ocp.StandardCheckpointer().restore(path)['usage'])

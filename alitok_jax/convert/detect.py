@@ -1,0 +1,123 @@
+"""Tells which AliTok model a PyTorch state dict holds, and every size, from its keys and shapes.
+
+Kinds (ALITOK_REFERENCE.md; names in ../shared/reference/state_dict_keys.json):
+- AR model (`alitok_{b,l,xl}.bin`): `embeddings.weight`, `blocks.N.attn.qkv.weight`, ...; width,
+  depth, head_dim (from `q_norm`), codebook and class counts all follow from shapes;
+- tokenizer stage 2 / released `AliTok.pth`: `encoder.*`, `decoder.*`, `quantize.embedding.weight`,
+  `latent_tokens`, no prefix head;
+- tokenizer stage 1 (training checkpoint): the same plus `decoder.ffn_aux.0.*`; it may be a bare
+  state dict or nested under `model_state` (the reference trainer's `last.pth`).
+
+The tokenizer's head counts cannot be read off weight shapes: released widths use the known counts
+(768 -> 12, 1024 -> 16); other widths need them given explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+from alitok_jax.convert.keys import ConversionError
+from alitok_jax.models.variants import KNOWN_HEADS, ARConfig, TokenizerConfig, ViTConfig
+
+_AR_KEYS = ('embeddings.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.q_norm.weight',
+            'norm.weight', 'output.weight')
+_TOKENIZER_KEYS = ('latent_tokens', 'encoder.patch_embed.weight', 'encoder.positional_embedding',
+                   'decoder.decoder_embed.weight', 'decoder.class_embedding',
+                   'quantize.embedding.weight')
+
+
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, np.ndarray]:
+  """The state dict inside a loaded checkpoint: the object itself or its `model_state`."""
+  if isinstance(obj, Mapping) and 'model_state' in obj and isinstance(obj['model_state'], Mapping):
+    obj = obj['model_state']
+  if not isinstance(obj, Mapping) or not obj:
+    raise ConversionError(f'{source} holds a {type(obj).__name__}, not a state dict '
+                          '(a mapping from parameter names to tensors)')
+  not_arrays = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
+  if not_arrays:
+    raise ConversionError(f'{source} is not a plain state dict: {not_arrays[:5]} are not tensors')
+  return dict(obj)
+
+
+def _count_blocks(sd: Mapping[str, np.ndarray], prefix: str) -> int:
+  pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
+  indices = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
+  if indices != set(range(len(indices))):
+    raise ConversionError(f'blocks under {prefix!r} are not numbered 0..N-1: {sorted(indices)}')
+  return len(indices)
+
+
+def _shape(sd: Mapping[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
+  if key not in sd:
+    raise ConversionError(f'{source}: missing key {key}')
+  return tuple(sd[key].shape)
+
+
+def detect_kind(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> str:
+  """'ar', 'tokenizer_stage1' or 'tokenizer_stage2'."""
+  if all(k in sd for k in _AR_KEYS):
+    return 'ar'
+  if all(k in sd for k in _TOKENIZER_KEYS):
+    return 'tokenizer_stage1' if 'decoder.ffn_aux.0.weight' in sd else 'tokenizer_stage2'
+  first = ', '.join(list(sd)[:6])
+  raise ConversionError(
+      f'cannot tell which model {source} holds: it is neither an AliTok AR model (needs '
+      f'{", ".join(_AR_KEYS)}) nor an AliTok tokenizer (needs {", ".join(_TOKENIZER_KEYS)}); '
+      f'its first keys are: {first}')
+
+
+def _vit(sd, prefix: str, heads: int | None, source: str) -> ViTConfig:
+  width = _shape(sd, f'{prefix}.ln_pre.weight', source)[0]
+  layers = _count_blocks(sd, f'{prefix}.transformer.')
+  if layers == 0:
+    raise ConversionError(f'{source}: no {prefix}.transformer.N blocks')
+  mlp = _shape(sd, f'{prefix}.transformer.0.mlp.c_fc.weight', source)[0]
+  if heads is None:
+    if width not in KNOWN_HEADS:
+      name = prefix.split('.')[-1]
+      raise ConversionError(
+          f'{source}: the {name} has width {width}, which is not a released size, so its number '
+          f'of attention heads cannot be told from the weights; pass --{name}-heads N')
+    heads = KNOWN_HEADS[width]
+  if width % heads:
+    raise ConversionError(f'{source}: {prefix} width {width} is not divisible by {heads} heads')
+  return ViTConfig(width=width, layers=layers, heads=heads, mlp_ratio=mlp / width)
+
+
+def infer_config(sd: Mapping[str, np.ndarray], *, encoder_heads: int | None = None,
+                 decoder_heads: int | None = None,
+                 source: str = 'checkpoint') -> TokenizerConfig | ARConfig:
+  """The model config that a state dict's keys and shapes describe."""
+  kind = detect_kind(sd, source)
+  if kind == 'ar':
+    vocab, width = _shape(sd, 'embeddings.weight', source)
+    head_dim = _shape(sd, 'blocks.0.attn.q_norm.weight', source)[0]
+    codebook = _shape(sd, 'output.weight', source)[0]
+    if width % head_dim:
+      raise ConversionError(f'{source}: width {width} is not a multiple of head_dim {head_dim}')
+    cfg = ARConfig(width=width, depth=_count_blocks(sd, 'blocks.'), heads=width // head_dim,
+                   codebook_size=codebook, num_classes=vocab - codebook - 2)
+    ffn = _shape(sd, 'blocks.0.mlp.w1.weight', source)[0]
+    if ffn != cfg.ffn_hidden:
+      raise ConversionError(f'{source}: SwiGLU hidden width {ffn} differs from the reference rule '
+                            f'round_up(int(8 * {width} / 3), 256) = {cfg.ffn_hidden}')
+    return cfg
+  _, _, patch, _ = _shape(sd, 'encoder.patch_embed.weight', source)
+  num_patches = _shape(sd, 'encoder.positional_embedding', source)[0]
+  grid = int(round(num_patches**0.5))
+  if grid * grid != num_patches:
+    raise ConversionError(f'{source}: {num_patches} encoder positions do not form a square grid')
+  latent = _shape(sd, 'latent_tokens', source)[0]
+  return TokenizerConfig(
+      encoder=_vit(sd, 'encoder', encoder_heads, source),
+      decoder=_vit(sd, 'decoder', decoder_heads, source),
+      stage=1 if kind == 'tokenizer_stage1' else 2,
+      image_size=grid * patch,
+      patch_size=patch,
+      prefix_tokens=latent - num_patches,
+      token_size=_shape(sd, 'encoder.conv_out.weight', source)[0],
+      codebook_size=_shape(sd, 'quantize.embedding.weight', source)[0],
+  )
