@@ -1,0 +1,146 @@
+"""The public Python API: `Tokenizer` (images <-> codes) and `Generator` (class-conditional AR model).
+
+    from alitok_jax import Tokenizer, Generator
+    tok = Tokenizer.load('weights/tokenizer')     # a directory written by `python -m alitok_jax.convert`
+    codes = tok.encode(images)                    # [B, 256, 256, 3] uint8 or float in [0, 1] -> int32 [B, 273]
+    recon = tok.decode(codes)                     # -> float32 [B, 256, 256, 3] in [0, 1]
+    gen = Generator.load('weights/ar_xl')
+    logits = gen.logits(codes, labels)            # teacher-forced float32 [B, 274, 4096]
+
+Each object holds a model's (graphdef, params) and calls pure functions compiled once per input
+shape; inputs are validated on the host first (`validate.py`). `dtype` is the compute dtype
+(float32 for parity with the reference; bfloat16 for speed); parameters stay float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from alitok_jax import checkpoint, validate
+from alitok_jax.models import ar as ar_lib
+from alitok_jax.models import build
+from alitok_jax.models.variants import ARConfig, TokenizerConfig
+
+
+def _dtype(dtype: Any) -> jnp.dtype:
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+    raise ValueError(f'compute dtype must be float32, bfloat16 or float16, got {dtype}')
+  return dtype
+
+
+# Pure functions of (graphdef, params, inputs); graphdef is static.
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(graphdef, params, images):
+  model = nnx.merge(graphdef, params)
+  z = model.encode(images)
+  return z, model.quantize(z).codes
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(graphdef, params, codes):
+  return nnx.merge(graphdef, params).decode_codes(codes)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ar_logits(graphdef, params, tokens):
+  return nnx.merge(graphdef, params)(tokens)[0]
+
+
+class _Model:
+  """What Tokenizer and Generator share: config, params, graphdef, loading."""
+
+  config_type: type
+
+  def __init__(self, config, params: Mapping[str, Any], *, dtype=jnp.float32):
+    if not isinstance(config, self.config_type):
+      raise TypeError(f'{type(self).__name__} needs a {self.config_type.__name__}, got '
+                      f'{type(config).__name__}')
+    self.config = config
+    self.dtype = _dtype(dtype)
+    build.check_params(config, params)
+    self._graphdef = build.abstract(config, dtype=self.dtype)[0]
+    self._params = jax.tree.map(jnp.asarray, dict(params))
+
+  @classmethod
+  def load(cls, directory: str | os.PathLike, *, dtype=jnp.float32):
+    """Loads a model directory written by `python -m alitok_jax.convert` (or a trainer)."""
+    config, _ = checkpoint.load_config(directory)
+    if not isinstance(config, cls.config_type):
+      other = 'Generator' if cls.config_type is TokenizerConfig else 'Tokenizer'
+      raise checkpoint.CheckpointError(
+          f'{directory} holds a {config.to_dict()["kind"]} model, not what {cls.__name__} '
+          f'loads; use {other}.load')
+    params = checkpoint.restore_params(directory, build.abstract_params(config))
+    return cls(config, params, dtype=dtype)
+
+  @classmethod
+  def random(cls, config, *, seed: int = 0, dtype=jnp.float32):
+    """A randomly initialised model (tests, demos, training from scratch)."""
+    return cls(config, build.random_params(config, seed=seed), dtype=dtype)
+
+  @property
+  def params(self) -> dict[str, Any]:
+    """The parameters as a pure nested dict (what model directories store)."""
+    return self._params
+
+  def module(self) -> nnx.Module:
+    """The Flax NNX module with these parameters (for research code that calls it directly)."""
+    return nnx.merge(self._graphdef, self._params)
+
+  def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    checkpoint.save_model_dir(directory, self.config, self.params, overwrite=overwrite)
+
+  def __repr__(self) -> str:
+    return f'{type(self).__name__}({self.config}, dtype={self.dtype.name})'
+
+
+class Tokenizer(_Model):
+  """The AliTok tokenizer: 256x256 images <-> 273 codes (17 prefix + 16 x 16)."""
+
+  config_type = TokenizerConfig
+
+  def latents(self, images) -> jax.Array:
+    """Encoder outputs before quantisation, float32 [B, 273, 32]."""
+    x = validate.images(images, self.config.image_size)
+    return _encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[0]
+
+  def encode(self, images) -> jax.Array:
+    """images [B, 256, 256, 3], uint8 or float in [0, 1] -> int32 codes [B, 273]."""
+    x = validate.images(images, self.config.image_size)
+    return _encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[1]
+
+  def decode(self, codes) -> jax.Array:
+    """int codes [B, 273] in [0, 4096) -> float32 images [B, 256, 256, 3] in [0, 1]."""
+    c = validate.codes(codes, self.config.num_latent_tokens, self.config.codebook_size)
+    return _decode(self._graphdef, self._params, jnp.asarray(c))
+
+  def reconstruct(self, images) -> jax.Array:
+    """decode(encode(images))."""
+    return self.decode(self.encode(images))
+
+
+class Generator(_Model):
+  """The class-conditional AR model over tokenizer codes."""
+
+  config_type = ARConfig
+
+  def logits(self, codes, labels=None) -> jax.Array:
+    """Teacher-forced logits float32 [B, 274, 4096]; position t predicts code t (t < 273).
+
+    codes: int [B, 273] in [0, 4096). labels: int [B] in [0, 1000), or None for the "no class"
+    token (the unconditional half of classifier-free guidance).
+    """
+    cfg = self.config
+    c = validate.codes(codes, cfg.image_seq_len, cfg.codebook_size)
+    y = validate.labels(labels, c.shape[0], cfg.num_classes)
+    tokens = ar_lib.teacher_forced_tokens(jnp.asarray(c), None if y is None else jnp.asarray(y),
+                                          cfg)
+    return _ar_logits(self._graphdef, self._params, tokens)
