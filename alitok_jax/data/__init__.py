@@ -1,0 +1,1 @@
+"""Image data for evaluation and training."""

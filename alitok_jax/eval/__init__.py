@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics and the reconstruct mode."""

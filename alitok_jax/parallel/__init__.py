@@ -1,0 +1,1 @@
+"""Device meshes, sharding and multi-process start-up."""
