@@ -25,14 +25,6 @@ from alitok_jax.convert.torch_format import (
 )
 
 
-def _fixtures() -> Path:
-  """The shared parity fixtures, `../shared/fixtures` next to the repository root."""
-  path = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures'
-  if not path.is_dir():
-    pytest.skip(f'shared fixtures folder {path} is absent')
-  return path
-
-
 def _sample_state_dict() -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
   x = rng.standard_normal((3, 5)).astype(np.float32)
@@ -76,8 +68,8 @@ def _entries(path: Path) -> dict[str, bytes]:
 # --- without torch ---------------------------------------------------------------------------
 
 
-def test_fixture_ar() -> None:
-  sd = load_torch_file(_fixtures() / 'ar.pth')
+def test_fixture_ar(fixtures_dir: Path) -> None:
+  sd = load_torch_file(fixtures_dir / 'ar.pth')
   assert isinstance(sd, dict)
   assert sd['embeddings.weight'].shape == (5098, 128)
   for name, value in sd.items():
@@ -85,8 +77,8 @@ def test_fixture_ar() -> None:
     assert value.flags.c_contiguous and value.flags.writeable
 
 
-def test_fixture_tokenizer() -> None:
-  sd = load_torch_file(_fixtures() / 'tokenizer.pth')
+def test_fixture_tokenizer(fixtures_dir: Path) -> None:
+  sd = load_torch_file(fixtures_dir / 'tokenizer.pth')
   assert isinstance(sd, dict) and len(sd) > 10
   assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in sd.values())
   assert all(np.isfinite(v).all() for v in sd.values())
@@ -176,8 +168,8 @@ def test_big_endian_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize('fraction', [0.5, 0.9])
-def test_truncated_fixture(tmp_path: Path, fraction: float) -> None:
-  data = (_fixtures() / 'ar.pth').read_bytes()
+def test_truncated_fixture(tmp_path: Path, fraction: float, fixtures_dir: Path) -> None:
+  data = (fixtures_dir / 'ar.pth').read_bytes()
   path = tmp_path / 'truncated.pth'
   path.write_bytes(data[: int(len(data) * fraction)])
   with pytest.raises(TorchFormatError, match='truncated') as err:
