@@ -9,6 +9,8 @@ update, here a pure function of (codebook, usage, all devices' encoder outputs).
 with the batch sharded over a mesh, "all devices' tokens" is simply the global array: the argmin
 over tokens becomes a sharded reduction, no all-gather of the distance matrix is needed.
 
+Meshes are expected to use Auto (GSPMD) axes, as `parallel/` builds them.
+
 Dimension letters: B batch, L latent tokens, C code width (token_size), V codebook size,
 M tokens of the whole (global) batch.
 """
