@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import FIXTURE_HEADS, REPO
 
-from alitok_jax import Generator, Tokenizer, checkpoint
+from alitok_jax import Generator, Tokenizer, checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
 from alitok_jax.convert import detect, keys, run, torch_format
 from alitok_jax.models import build, variants
@@ -69,8 +69,8 @@ def test_key_table_matches_full_size_reference_state_dicts(config, reference_sha
 
 def _abstract_numpy(config):
   """The parameter tree as zero-stride numpy arrays of the right shapes (no memory)."""
-  flat = keys.flatten(build.abstract_params(config))
-  return keys.unflatten({p: np.broadcast_to(np.zeros((), np.float32), a.shape)
+  flat = tree_util.flatten(build.abstract_params(config))
+  return tree_util.unflatten({p: np.broadcast_to(np.zeros((), np.float32), a.shape)
                          for p, a in flat.items()})
 
 
@@ -91,8 +91,8 @@ def test_torch_to_jax_to_torch_is_bit_identical(fixtures_dir, model_dirs, tmp_pa
   run.torch_to_model_dir(back, again, **heads)
   _, p1, _ = run.load_model_dir_numpy(model_dirs[name])
   _, p2, _ = run.load_model_dir_numpy(again)
-  for path, v in keys.flatten(p1).items():
-    np.testing.assert_array_equal(v, keys.flatten(p2)[path])
+  for path, v in tree_util.flatten(p1).items():
+    np.testing.assert_array_equal(v, tree_util.flatten(p2)[path])
 
 
 def test_cli_converts_both_directions(fixtures_dir, tmp_path, capsys):
@@ -113,8 +113,8 @@ def test_random_model_survives_jax_torch_jax(tmp_path):
   run.model_dir_to_torch(tmp_path / 'gen', tmp_path / 'gen.pth')
   run.torch_to_model_dir(tmp_path / 'gen.pth', tmp_path / 'gen2')
   back = Generator.load(tmp_path / 'gen2')
-  for path, v in keys.flatten(gen.params).items():
-    np.testing.assert_array_equal(np.asarray(v), np.asarray(keys.flatten(back.params)[path]))
+  for path, v in tree_util.flatten(gen.params).items():
+    np.testing.assert_array_equal(np.asarray(v), np.asarray(tree_util.flatten(back.params)[path]))
 
 
 def test_nested_training_checkpoint_is_unwrapped():

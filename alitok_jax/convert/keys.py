@@ -62,11 +62,6 @@ def _rule(path: Path) -> tuple[str, _Hook]:
   return (f'{torch_module}.{leaf}' if torch_module else leaf), _IDENTITY
 
 
-def torch_keys(abstract_params: Mapping[Any, Any]) -> dict[str, Path]:
-  """torch key -> our path, for every leaf of a (possibly abstract) parameter tree."""
-  return {_rule(path)[0]: path for path in flatten(abstract_params)}
-
-
 def _describe(keys) -> str:
   keys = sorted(keys)
   shown = ', '.join(keys[:8])

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from alitok_jax import checkpoint, tree_util
+from alitok_jax import checkpoint
 from alitok_jax.convert import detect, keys, torch_format
 from alitok_jax.models import build
 from alitok_jax.models.variants import ARConfig, TokenizerConfig
@@ -69,8 +69,8 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
                                'expected one entry per code')
   checkpoint.save_model_dir(dst, config, params, codebook_usage=usage, overwrite=overwrite,
                             metadata={'converted_from': os.path.basename(str(src))})
-  n = sum(int(np.prod(v.shape)) for v in tree_util.flatten(params).values())
-  return ConversionReport('torch->jax', str(src), str(dst), config, n, tuple(buffers))
+  return ConversionReport('torch->jax', str(src), str(dst), config, build.count_params(config),
+                          tuple(buffers))
 
 
 def load_model_dir_numpy(directory: str | os.PathLike) -> tuple[Any, dict[str, Any], np.ndarray | None]:
@@ -95,8 +95,8 @@ def model_dir_to_torch(src: str | os.PathLike, dst: str | os.PathLike, *,
     extras = ('codebook_usage',)
   dst_path.parent.mkdir(parents=True, exist_ok=True)
   torch_format.save_torch_state_dict(dst_path, sd)
-  n = sum(int(np.prod(v.shape)) for v in tree_util.flatten(params).values())
-  return ConversionReport('jax->torch', str(src), str(dst), config, n, extras)
+  return ConversionReport('jax->torch', str(src), str(dst), config, build.count_params(config),
+                          extras)
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

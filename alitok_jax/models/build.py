@@ -4,6 +4,7 @@ with given parameters. The one place that maps a config type to its module class
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import jax
@@ -55,5 +56,4 @@ def random_params(config: Config, *, seed: int = 0) -> dict[str, Any]:
 
 
 def count_params(config: Config) -> int:
-  return sum(int(jnp.prod(jnp.array(x.shape))) if x.shape else 1
-             for x in jax.tree.leaves(abstract_params(config)))
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params(config)))

@@ -16,6 +16,11 @@ import dataclasses
 from typing import Any, Literal
 
 
+def _check_heads(width: int, heads: int) -> None:
+  if width % heads:
+    raise ValueError(f'width {width} is not divisible by heads {heads}')
+
+
 def _round_up(n: int, multiple: int) -> int:
   return n if n % multiple == 0 else n + multiple - n % multiple
 
@@ -30,8 +35,7 @@ class ViTConfig:
   mlp_ratio: float = 4.0
 
   def __post_init__(self):
-    if self.width % self.heads:
-      raise ValueError(f'width {self.width} is not divisible by heads {self.heads}')
+    _check_heads(self.width, self.heads)
 
   @property
   def mlp_width(self) -> int:
@@ -111,8 +115,7 @@ class ARConfig:
   class_dropout: float = 0.1
 
   def __post_init__(self):
-    if self.width % self.heads:
-      raise ValueError(f'width {self.width} is not divisible by heads {self.heads}')
+    _check_heads(self.width, self.heads)
     if self.head_dim % 4:
       raise ValueError(f'head_dim {self.head_dim} must be a multiple of 4 for the 2D rotary table')
     grid = self.image_seq_len - self.prefix_tokens
