@@ -1,4 +1,4 @@
-"""Reading images from disk for evaluation: decode, centre-crop, resize to the model's size.
+"""Reading images: decode bytes to RGB, centre-crop and resize to the model's size.
 
 The crop follows the ADM / reference evaluation convention (ALITOK_REFERENCE.md section 3,
 `center_crop_arr`): halve with a box filter while the shorter side is at least twice the target,
@@ -8,6 +8,7 @@ Unreadable files are skipped and reported, never fatal.
 
 from __future__ import annotations
 
+import io
 import pathlib
 import sys
 
@@ -15,6 +16,38 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.JPEG', '.JPG', '.PNG')
+# Lower-case extensions of image files in class folders (torchvision's ImageFolder list).
+IMAGE_EXTENSIONS = frozenset(
+    ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp'))
+
+
+def is_image_file(path: str | pathlib.Path) -> bool:
+  """True when the file name ends in an image extension (any case: ImageNet uses .JPEG)."""
+  return pathlib.Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(data: bytes | np.ndarray | Image.Image) -> Image.Image:
+  """Encoded bytes, an array [H, W, 3] / [H, W] or a PIL image -> a fully decoded RGB PIL image.
+
+  Decoding is forced here (not left lazy), so a truncated or corrupt file raises now: OSError
+  (PIL.UnidentifiedImageError for non-images, 'image file is truncated'), ValueError,
+  SyntaxError or EOFError depending on the format.
+  """
+  if isinstance(data, Image.Image):
+    image = data
+  elif isinstance(data, np.ndarray):
+    if data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[-1] not in (1, 3, 4)):
+      raise ValueError(f'image array must be [H, W], [H, W, 1|3|4], got shape {data.shape}')
+    if data.dtype != np.uint8:
+      raise ValueError(f'image array must be uint8, got {data.dtype}')
+    image = Image.fromarray(data[..., 0] if data.ndim == 3 and data.shape[-1] == 1 else data)
+  elif isinstance(data, (bytes, bytearray, memoryview)):
+    image = Image.open(io.BytesIO(bytes(data)))
+  else:
+    raise TypeError(f'cannot decode an image from {type(data).__name__}; expected encoded bytes, '
+                    'a uint8 array or a PIL image')
+  image.load()
+  return image if image.mode == 'RGB' else image.convert('RGB')
 
 
 def center_crop(image: Image.Image, size: int) -> np.ndarray:

@@ -1,0 +1,128 @@
+"""The built-in synthetic class-conditional set and its checker (alitok_jax/data/synthetic.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from alitok_jax.data import synthetic
+
+
+def _batch(ds: synthetic.SyntheticImages, n: int, start: int = 0):
+  images = np.stack([ds[i]['image'] for i in range(start, start + n)])
+  labels = np.array([ds[i]['label'] for i in range(start, start + n)])
+  return images, labels
+
+
+def test_deterministic_from_seed_and_index():
+  a = synthetic.SyntheticImages(4, 100, image_size=32, seed=3)
+  b = synthetic.SyntheticImages(4, 100, image_size=32, seed=3)
+  c = synthetic.SyntheticImages(4, 100, image_size=32, seed=4)
+  for i in (0, 7, 99):
+    np.testing.assert_array_equal(a[i]['image'], b[i]['image'])
+    assert a[i]['label'] == c[i]['label']
+    assert not np.array_equal(a[i]['image'], c[i]['image'])
+  # Reading order does not matter: index 7 read after 99 is the same image.
+  np.testing.assert_array_equal(a[7]['image'], b[7]['image'])
+  assert a[0]['image'].dtype == np.uint8 and a[0]['image'].shape == (32, 32, 3)
+  assert a[0]['label'].dtype == np.int32
+
+
+def test_labels_balanced():
+  ds = synthetic.SyntheticImages(7, 70, image_size=16)
+  labels = np.array([ds[i]['label'] for i in range(len(ds))])
+  np.testing.assert_array_equal(np.bincount(labels), [10] * 7)
+
+
+def test_every_class_has_its_own_shape_and_colour():
+  styles = [synthetic.class_style(c) for c in range(synthetic.MAX_CLASSES)]
+  pairs = {(s['shape'], s['foreground']) for s in styles}
+  assert len(pairs) == synthetic.MAX_CLASSES
+  first = styles[:10]  # the demo's classes differ in both shape and colour
+  assert len({s['shape'] for s in first}) == 10 and len({s['foreground'] for s in first}) == 10
+  for s in styles:
+    assert np.linalg.norm(s['fg_rgb'] - s['bg_rgb']) >= 0.75  # the shape stands out
+    np.testing.assert_array_equal(s['band_code'], s['band_code'][::-1])  # flips keep the class
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match='num_classes'):
+    synthetic.SyntheticImages(synthetic.MAX_CLASSES + 1, 10)
+  with pytest.raises(ValueError, match='image_size'):
+    synthetic.SyntheticImages(4, 10, image_size=8)
+  with pytest.raises(IndexError):
+    synthetic.SyntheticImages(4, 10, image_size=16)[10]
+
+
+def test_class_shows_in_the_top_patch_row():
+  """The top 1/16 of the image (what the 17 prefix tokens reconstruct) alone gives the class."""
+  ds = synthetic.SyntheticImages(10, 200, image_size=64, seed=1)
+  images, labels = _batch(ds, 200)
+  band = images[:, :4].astype(np.float32).reshape(200, -1, 3).mean(axis=1)
+  centroids = np.stack([band[labels == c][:10].mean(axis=0) for c in range(10)])
+  guess = np.argmin(((band[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+  assert (guess == labels).mean() == 1.0
+
+
+def test_class_structure_in_every_row():
+  """Each pixel row's mean colour alone tells the 4 classes apart far above chance (25%),
+  perfectly in the top band."""
+  ds = synthetic.SyntheticImages(4, 160, image_size=32, seed=2)
+  images, labels = _batch(ds, 160)
+  rows = images.astype(np.float32).mean(axis=2)  # [B, S, 3] mean colour of every row
+  for y in range(32):
+    feat = rows[:, y]
+    centroids = np.stack([feat[labels == c][:20].mean(axis=0) for c in range(4)])
+    guess = np.argmin(((feat[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
+    assert (guess == labels).mean() > (0.99 if y < 2 else 0.6), f'row {y}'
+  # And rows are not flat: the stripes vary along every row of the body.
+  smooth = images.astype(np.float32).reshape(160, 32, 8, 4, 3).mean(axis=3)  # 4-pixel boxes
+  assert (smooth[:, 2:].std(axis=2).max(axis=-1) > 4).mean() > 0.95
+
+
+@pytest.mark.parametrize('num_classes,image_size', [(4, 32), (10, 64), (10, 32), (4, 256)])
+def test_checker_accuracy_clean_blurred_flipped(num_classes, image_size):
+  n = 40 if image_size == 256 else 10 * num_classes
+  ds = synthetic.SyntheticImages(num_classes, n, image_size=image_size, seed=5)
+  images, labels = _batch(ds, n)
+  assert (ds.classify(images) == labels).mean() >= 0.95
+  assert (ds.classify(images[:, :, ::-1]) == labels).mean() >= 0.95
+  blurred = synthetic.blur(images, 4)  # 4x down and back up
+  assert blurred.shape == images.shape and blurred.dtype == np.float32
+  assert (ds.classify(blurred) == labels).mean() >= 0.9
+  # float input in [0, 1] is accepted as well as uint8
+  assert (ds.classify(images.astype(np.float32) / 255) == labels).mean() >= 0.95
+
+
+def test_checker_degrades_gracefully():
+  """Heavier blur costs accuracy step by step, not all at once; pixel noise costs nothing."""
+  ds = synthetic.SyntheticImages(10, 100, image_size=64, seed=9)
+  images, labels = _batch(ds, 100)
+  acc = {f: (ds.classify(synthetic.blur(images, f)) == labels).mean() for f in (8, 16)}
+  assert acc[8] >= 0.85 and acc[16] >= 0.3  # 16x: a 4x4 thumbnail, still 3x chance
+  noisy = np.clip(images / 255 + np.random.default_rng(0).normal(0, 0.1, images.shape), 0, 1)
+  assert (ds.classify(noisy) == labels).mean() >= 0.95
+
+
+def test_checker_many_classes():
+  ds = synthetic.SyntheticImages(synthetic.MAX_CLASSES, 200, image_size=64, seed=6)
+  images, labels = _batch(ds, 200)
+  assert (ds.classify(images) == labels).mean() >= 0.95
+
+
+def test_checker_is_not_fooled_by_flat_images():
+  """A flat image (the trivial mean-colour reconstruction) carries no class: its guesses vary
+  only with its colour, and the checker never fails on it."""
+  ds = synthetic.SyntheticImages(10, 100, image_size=32, seed=7)
+  images, labels = _batch(ds, 100)
+  flat = np.broadcast_to(images.mean(axis=(0, 1, 2), keepdims=True), images.shape)
+  guesses = ds.classify(flat.astype(np.uint8))
+  assert guesses.shape == (100,) and len(set(guesses.tolist())) == 1
+  assert (guesses == labels).mean() <= 0.2  # chance level, not the 100% of real images
+
+
+def test_checker_rejects_bad_input():
+  with pytest.raises(ValueError, match='square'):
+    synthetic.classify(np.zeros((2, 16, 32, 3), np.uint8), 4)
+  with pytest.raises(ValueError, match='at least'):
+    synthetic.classify(np.zeros((2, 8, 8, 3), np.uint8), 4)
