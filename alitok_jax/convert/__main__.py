@@ -4,6 +4,10 @@
   python -m alitok_jax.convert alitok_xl.bin weights/ar_xl        # released AR model
   python -m alitok_jax.convert last.pth weights/stage1            # stage-1 training checkpoint
   python -m alitok_jax.convert weights/ar_xl ar_xl_back.pth       # and back to PyTorch
+  python -m alitok_jax.convert convnext_small-0c510722.pth weights/convnext_small
+      # torchvision's ConvNeXt-S ImageNet weights (IMAGENET1K_V1): the perceptual loss's network
+  python -m alitok_jax.convert pt_inception-2015-12-05-6726825d.pth weights/inception  # FID Inception
+  python -m alitok_jax.convert.lpips vgg16-397923af.pth vgg.pth weights/lpips  # LPIPS: two files
 
 The direction follows SRC: a model directory (with config.json) is written out as a torch file,
 anything else is read as a torch checkpoint. Kind and sizes are detected from the keys; only
@@ -25,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m alitok_jax.convert', description=__doc__,
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('src', help='a torch checkpoint (.pth/.bin) or a model directory')
+  parser.add_argument('src', help='a torch checkpoint (.pth/.bin: AliTok or torchvision '
+                      'ConvNeXt) or a model directory')
   parser.add_argument('dst', help='the model directory or torch file to write')
   parser.add_argument('--encoder-heads', type=int, default=None,
                       help='tokenizer encoder heads (only for non-released widths)')

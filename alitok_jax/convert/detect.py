@@ -6,7 +6,13 @@ Kinds (ALITOK_REFERENCE.md; names in ../shared/reference/state_dict_keys.json):
 - tokenizer stage 2 / released `AliTok.pth`: `encoder.*`, `decoder.*`, `quantize.embedding.weight`,
   `latent_tokens`, no prefix head;
 - tokenizer stage 1 (training checkpoint): the same plus `decoder.ffn_aux.0.*`; it may be a bare
-  state dict or nested under `model_state` (the reference trainer's `last.pth`).
+  state dict or nested under `model_state` (the reference trainer's `last.pth`);
+- torchvision ConvNeXt (`convnext_small-0c510722.pth`, the perceptual loss's network):
+  `features.*` / `classifier.*`; stages and widths follow from the keys (`convert/convnext.py`);
+- pytorch-fid's FID Inception (`pt_inception-2015-12-05-6726825d.pth`, evaluation):
+  `Conv2d_1a_3x3.*`, `Mixed_*`, `fc.*` (`convert/inception.py`); torchvision's VGG16 and the LPIPS
+  linear layers are recognised only to point at `python -m alitok_jax.convert.lpips`, which needs
+  both files.
 
 The tokenizer's head counts cannot be read off weight shapes: released widths use the known counts
 (768 -> 12, 1024 -> 16); other widths need them given explicitly.
@@ -19,6 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from alitok_jax.convert import convnext as convnext_keys
+from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert.keys import ConversionError
 from alitok_jax.models.variants import KNOWN_HEADS, ARConfig, TokenizerConfig, ViTConfig
 
@@ -57,9 +65,20 @@ def _shape(sd: Mapping[str, np.ndarray], key: str, source: str) -> tuple[int, ..
 
 
 def detect_kind(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> str:
-  """'ar', 'tokenizer_stage1' or 'tokenizer_stage2'."""
+  """'ar', 'tokenizer_stage1', 'tokenizer_stage2', 'convnext', 'inception', 'lpips_vgg16' or
+  'lpips_lin'."""
+  from alitok_jax.convert import lpips as lpips_keys  # noqa: PLC0415 (it imports this module)
+
   if all(k in sd for k in _AR_KEYS):
     return 'ar'
+  if inception_keys.is_inception(sd):  # FID Inception (evaluation)
+    return 'inception'
+  if lpips_keys.is_vgg16(sd):
+    return 'lpips_vgg16'
+  if lpips_keys.is_lin(sd):
+    return 'lpips_lin'
+  if all(k in sd for k in convnext_keys.SIGNATURE_KEYS):  # torchvision ConvNeXt (perceptual loss)
+    return 'convnext'
   if all(k in sd for k in _TOKENIZER_KEYS):
     return 'tokenizer_stage1' if 'decoder.ffn_aux.0.weight' in sd else 'tokenizer_stage2'
   first = ', '.join(list(sd)[:6])
@@ -92,6 +111,15 @@ def infer_config(sd: Mapping[str, np.ndarray], *, encoder_heads: int | None = No
                  source: str = 'checkpoint') -> TokenizerConfig | ARConfig:
   """The model config that a state dict's keys and shapes describe."""
   kind = detect_kind(sd, source)
+  if kind == 'inception':
+    return inception_keys.infer_config(sd, source)
+  if kind in ('lpips_vgg16', 'lpips_lin'):
+    from alitok_jax.convert import lpips as lpips_keys  # noqa: PLC0415
+
+    raise ConversionError(f'{source} is half of LPIPS, which converts from two files: '
+                          f'{lpips_keys.HOW_TO}')
+  if kind == 'convnext':
+    return convnext_keys.infer_config(sd, source)
   if kind == 'ar':
     vocab, width = _shape(sd, 'embeddings.weight', source)
     head_dim = _shape(sd, 'blocks.0.attn.q_norm.weight', source)[0]

@@ -19,8 +19,13 @@ import jax
 import numpy as np
 
 from alitok_jax import checkpoint
-from alitok_jax.convert import detect, keys, torch_format
+from alitok_jax.convert import convnext as convnext_keys
+from alitok_jax.convert import detect, keys, torch_format, torch_legacy
+from alitok_jax.convert import inception as inception_keys
 from alitok_jax.models import build
+from alitok_jax.models.convnext import ConvNeXtConfig
+from alitok_jax.models.inception import InceptionConfig
+from alitok_jax.models.lpips import LPIPSConfig
 from alitok_jax.models.variants import ARConfig, TokenizerConfig
 
 
@@ -38,6 +43,11 @@ class ConversionReport:
     if isinstance(cfg, ARConfig):
       what = (f'AR model: width {cfg.width}, depth {cfg.depth}, heads {cfg.heads}, '
               f'{cfg.codebook_size} codes, {cfg.num_classes} classes')
+    elif isinstance(cfg, ConvNeXtConfig):
+      what = (f'ConvNeXt: stages (channels, blocks) {list(cfg.stages)}, '
+              f'{cfg.num_classes} classes')
+    elif isinstance(cfg, InceptionConfig):
+      what = f'FID Inception-v3 (pytorch-fid), {cfg.num_classes} classes'
     else:
       what = (f'tokenizer stage {cfg.stage}: encoder {cfg.encoder.width}x{cfg.encoder.layers} '
               f'({cfg.encoder.heads} heads), decoder {cfg.decoder.width}x{cfg.decoder.layers} '
@@ -49,8 +59,8 @@ class ConversionReport:
 
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """The state dict of a torch checkpoint file, as numpy arrays."""
-  return detect.unwrap_state_dict(torch_format.load_torch_file(path), str(path))
+  """The state dict of a torch checkpoint file (zip or legacy format), as numpy arrays."""
+  return detect.unwrap_state_dict(torch_legacy.load_any(path), str(path))
 
 
 def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
@@ -60,7 +70,12 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
   sd = read_torch_state_dict(src)
   config = detect.infer_config(sd, encoder_heads=encoder_heads, decoder_heads=decoder_heads,
                                source=str(src))
-  params = keys.to_params(sd, build.abstract_params(config), source=str(src))
+  if isinstance(config, ConvNeXtConfig):
+    params = convnext_keys.to_params(sd, build.abstract_params(config), config, source=str(src))
+  elif isinstance(config, InceptionConfig):
+    params = inception_keys.to_params(sd, build.abstract_params(config), source=str(src))
+  else:
+    params = keys.to_params(sd, build.abstract_params(config), source=str(src))
   buffers = keys.split_buffers(sd)
   usage = buffers.get('codebook_usage')
   if usage is not None and (not isinstance(config, TokenizerConfig)
@@ -88,7 +103,15 @@ def model_dir_to_torch(src: str | os.PathLike, dst: str | os.PathLike, *,
   if dst_path.exists() and not overwrite:
     raise checkpoint.CheckpointError(f'{dst} exists (pass --overwrite to replace it)')
   config, params, usage = load_model_dir_numpy(src)
-  sd = keys.to_state_dict(params)
+  if isinstance(config, LPIPSConfig):
+    raise keys.ConversionError(f'{src} is an LPIPS model directory; it converts one way only '
+                               '(from torchvision VGG16 + lpips vgg.pth)')
+  if isinstance(config, ConvNeXtConfig):
+    sd = convnext_keys.to_state_dict(params, config)
+  elif isinstance(config, InceptionConfig):
+    sd = inception_keys.to_state_dict(params)
+  else:
+    sd = keys.to_state_dict(params)
   extras = ()
   if usage is not None:
     sd['quantize.embed_prob'] = usage

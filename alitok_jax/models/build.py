@@ -13,6 +13,10 @@ from flax import nnx
 
 from alitok_jax import tree_util
 from alitok_jax.models.ar import ARTransformer
+from alitok_jax.models.convnext import ConvNeXt, ConvNeXtConfig
+from alitok_jax.models.discriminator import Discriminator, DiscriminatorConfig
+from alitok_jax.models.inception import InceptionConfig, InceptionV3
+from alitok_jax.models.lpips import LPIPS, LPIPSConfig
 from alitok_jax.models.tokenizer import AliTokTokenizer
 from alitok_jax.models.variants import ARConfig, TokenizerConfig
 
@@ -24,6 +28,14 @@ def _module_class(config: Config):
     return AliTokTokenizer
   if isinstance(config, ARConfig):
     return ARTransformer
+  if isinstance(config, ConvNeXtConfig):
+    return ConvNeXt
+  if isinstance(config, DiscriminatorConfig):
+    return Discriminator
+  if isinstance(config, InceptionConfig):
+    return InceptionV3
+  if isinstance(config, LPIPSConfig):
+    return LPIPS
   raise TypeError(f'not a model config: {type(config).__name__}')
 
 

@@ -194,4 +194,16 @@ def config_from_dict(d: dict[str, Any]) -> TokenizerConfig | ARConfig:
     return TokenizerConfig.from_dict(d)
   if kind == 'ar':
     return ARConfig.from_dict(d)
+  if kind == 'convnext':  # the perceptual loss's network (models/convnext.py)
+    from alitok_jax.models.convnext import ConvNeXtConfig  # noqa: PLC0415
+
+    return ConvNeXtConfig.from_dict(d)
+  if kind == 'inception':  # the FID Inception of the evaluation (models/inception.py)
+    from alitok_jax.models.inception import InceptionConfig  # noqa: PLC0415
+
+    return InceptionConfig.from_dict(d)
+  if kind == 'lpips':  # LPIPS VGG16 v0.1 (models/lpips.py)
+    from alitok_jax.models.lpips import LPIPSConfig  # noqa: PLC0415
+
+    return LPIPSConfig.from_dict(d)
   raise ValueError(f'unknown model kind {kind!r} (expected "tokenizer" or "ar")')

@@ -1,0 +1,192 @@
+"""Reference and sample batches in the ADM evaluator's npz format: read, write, stream.
+
+Format of openai/guided-diffusion `evaluations/` (e.g. `VIRTUAL_imagenet256_labeled.npz`), all keys
+optional but used as follows:
+  arr_0    uint8 [N, H, W, 3] images (a reference batch holds 10,000 of them for precision/recall;
+           a sample batch holds the 50,000 samples)
+  mu       float64 [2048]        mean of the Inception pool features of the *whole* data set
+  sigma    float64 [2048, 2048]  their covariance (N - 1)
+  mu_s, sigma_s                  the same for the sFID features (mixed_6/conv, 7 channels, 2023)
+When `mu` is present the ADM evaluator reads `mu_s` too, so statistics files always carry both
+pairs. This module adds two keys that the ADM evaluator ignores:
+  pool_features      float32 [N, 2048] pool features of arr_0 (precision/recall without recomputing)
+  feature_extractor  a string naming the Inception that made the statistics (absent in ADM's files,
+                     which were made by the TF graph).
+
+Large `arr_0` arrays are memory-mapped straight from the (uncompressed) npz, so 50,000 images are
+read batch by batch, never all at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import struct
+import zipfile
+from typing import Any
+
+import numpy as np
+
+# What this package's statistics are made with; ADM's reference files carry no such key.
+EXTRACTOR = 'alitok_jax InceptionV3 (pytorch-fid port of TF inception-2015-12-05)'
+ADM_EXTRACTOR = 'ADM evaluator TF graph (inception-2015-12-05, classify_image_graph_def.pb)'
+
+
+class BatchFormatError(ValueError):
+  """An npz file is not a usable ADM-format batch."""
+
+
+def _member(zf: zipfile.ZipFile, key: str, path: str) -> zipfile.ZipInfo:
+  try:
+    return zf.getinfo(f'{key}.npy')
+  except KeyError:
+    have = sorted(n[:-4] for n in zf.namelist() if n.endswith('.npy'))
+    raise BatchFormatError(f'{path} has no {key!r} array (it has: {", ".join(have) or "none"})'
+                           ) from None
+
+
+def npz_keys(path: str | os.PathLike) -> list[str]:
+  """The array names inside an npz file."""
+  path = _existing(path)
+  with zipfile.ZipFile(path) as zf:
+    return sorted(n[:-4] for n in zf.namelist() if n.endswith('.npy'))
+
+
+def _existing(path: str | os.PathLike) -> str:
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'batch file {path} does not exist')
+  if not zipfile.is_zipfile(path):
+    raise BatchFormatError(f'{path} is not an npz file (expected np.savez output, as the ADM '
+                           'evaluator reads)')
+  return path
+
+
+def open_npz_array(path: str | os.PathLike, key: str) -> np.ndarray:
+  """One array of an npz; memory-mapped (read-only) when stored uncompressed, else loaded."""
+  path = _existing(path)
+  with zipfile.ZipFile(path) as zf:
+    info = _member(zf, key, path)
+    if info.compress_type == zipfile.ZIP_STORED:
+      with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version in ((1, 0), (2, 0)):
+          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                         else np.lib.format.read_array_header_2_0)
+          shape, fortran, dtype = read_header(f)
+          header_size = f.tell()
+        else:
+          dtype = None
+      if dtype is not None and not dtype.hasobject:
+        with open(path, 'rb') as raw:  # the member's data follows its local file header
+          raw.seek(info.header_offset)
+          local = raw.read(30)
+          name_len, extra_len = struct.unpack('<HH', local[26:30])
+        offset = info.header_offset + 30 + name_len + extra_len + header_size
+        if 0 in shape:
+          return np.zeros(shape, dtype)
+        return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape,
+                         order='F' if fortran else 'C')
+  with np.load(path, allow_pickle=False) as f:
+    return f[key]
+
+
+def read_images(path: str | os.PathLike, key: str = 'arr_0') -> np.ndarray:
+  """The uint8 [N, H, W, 3] images of a batch (memory-mapped), checked."""
+  images = open_npz_array(path, key)
+  if images.ndim != 4 or images.shape[-1] != 3:
+    hint = (' This looks like NCHW; ADM batches are NHWC.' if images.ndim == 4
+            and images.shape[1] == 3 else '')
+    raise BatchFormatError(f'{path}: {key} has shape {list(images.shape)}, expected '
+                           f'[N, H, W, 3] images.{hint}')
+  if images.dtype != np.uint8:
+    raise BatchFormatError(f'{path}: {key} has dtype {images.dtype}; ADM batches hold uint8 '
+                           'images in 0..255 (convert with np.clip(np.round(x * 255), 0, 255)'
+                           '.astype(np.uint8))')
+  return images
+
+
+@dataclasses.dataclass
+class ReferenceBatch:
+  """What an ADM-format npz holds (None where a key is absent)."""
+
+  path: str
+  mu: np.ndarray | None = None
+  sigma: np.ndarray | None = None
+  mu_s: np.ndarray | None = None
+  sigma_s: np.ndarray | None = None
+  pool_features: np.ndarray | None = None
+  extractor: str | None = None  # None: not recorded (ADM's files: the TF graph)
+  num_images: int = 0  # rows of arr_0 (0: no images)
+  image_size: tuple[int, int] | None = None
+
+  @property
+  def has_statistics(self) -> bool:
+    return self.mu is not None
+
+  def images(self) -> np.ndarray:
+    if not self.num_images:
+      raise BatchFormatError(f'{self.path} holds no images (arr_0)')
+    return read_images(self.path)
+
+
+def read_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
+  """Reads the statistics (and notes the images) of an ADM-format npz."""
+  keys = set(npz_keys(path))
+  batch = ReferenceBatch(path=os.fspath(path))
+  with np.load(path, allow_pickle=False) as f:
+    for key in ('mu', 'sigma', 'mu_s', 'sigma_s'):
+      if key in keys:
+        setattr(batch, key, np.asarray(f[key], np.float64))
+    if 'feature_extractor' in keys:
+      batch.extractor = str(f['feature_extractor'])
+  if 'pool_features' in keys:
+    batch.pool_features = open_npz_array(path, 'pool_features')
+  if (batch.mu is None) != (batch.sigma is None) or (batch.mu_s is None) != (batch.sigma_s is None):
+    raise BatchFormatError(f'{path}: mu/sigma and mu_s/sigma_s come in pairs; found '
+                           f'{sorted(keys)}')
+  if batch.mu is not None:
+    d = batch.mu.shape[0]
+    if batch.mu.shape != (d,) or batch.sigma.shape != (d, d):
+      raise BatchFormatError(f'{path}: mu {batch.mu.shape} and sigma {batch.sigma.shape} do not '
+                             'describe one Gaussian')
+  if 'arr_0' in keys:
+    images = read_images(path)
+    batch.num_images, batch.image_size = len(images), tuple(images.shape[1:3])
+  if batch.mu is None and not batch.num_images:
+    raise BatchFormatError(f'{path} has neither statistics (mu, sigma) nor images (arr_0); '
+                           f'it has: {", ".join(sorted(keys)) or "nothing"}')
+  return batch
+
+
+def write_reference_batch(path: str | os.PathLike, *, mu: np.ndarray, sigma: np.ndarray,
+                          mu_s: np.ndarray | None = None, sigma_s: np.ndarray | None = None,
+                          pool_features: np.ndarray | None = None,
+                          images: np.ndarray | None = None,
+                          extractor: str = EXTRACTOR, **extra: Any) -> None:
+  """Writes an ADM-format npz (uncompressed, like np.savez) atomically.
+
+  The ADM evaluator reads `mu_s`/`sigma_s` whenever `mu` is present: pass them too, or the file
+  serves this package only.
+  """
+  arrays: dict[str, np.ndarray] = {'mu': np.asarray(mu, np.float64),
+                                   'sigma': np.asarray(sigma, np.float64)}
+  if (mu_s is None) != (sigma_s is None):
+    raise ValueError('pass mu_s and sigma_s together')
+  if mu_s is not None:
+    arrays.update(mu_s=np.asarray(mu_s, np.float64), sigma_s=np.asarray(sigma_s, np.float64))
+  if pool_features is not None:
+    arrays['pool_features'] = np.asarray(pool_features, np.float32)
+  if images is not None:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}')
+    arrays['arr_0'] = images
+  arrays['feature_extractor'] = np.asarray(extractor)
+  arrays.update({k: np.asarray(v) for k, v in extra.items()})
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + '.tmp.npz')
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
