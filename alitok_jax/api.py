@@ -6,6 +6,8 @@
     recon = tok.decode(codes)                     # -> float32 [B, 256, 256, 3] in [0, 1]
     gen = Generator.load('weights/ar_xl')
     logits = gen.logits(codes, labels)            # teacher-forced float32 [B, 274, 4096]
+    codes = gen.sample(labels, guidance_scale=13.0, guidance_pow=1.4, seed=0)  # int32 [B, 273]
+    images = tok.decode(codes)
 
 Each object holds a model's (graphdef, params) and calls pure functions compiled once per input
 shape; inputs are validated on the host first (`validate.py`). `dtype` is the compute dtype
@@ -27,6 +29,9 @@ from alitok_jax import checkpoint, validate
 from alitok_jax.models import ar as ar_lib
 from alitok_jax.models import build
 from alitok_jax.models.variants import ARConfig, TokenizerConfig
+from alitok_jax.sample import sampler as sampler_lib
+from alitok_jax.sample.cfg import Guidance
+from alitok_jax.sample.strategies import Sampling
 
 
 def _dtype(dtype: Any) -> jnp.dtype:
@@ -144,3 +149,74 @@ class Generator(_Model):
     tokens = ar_lib.teacher_forced_tokens(jnp.asarray(c), None if y is None else jnp.asarray(y),
                                           cfg)
     return _ar_logits(self._graphdef, self._params, tokens)
+
+  def sampler(self, *, devices=None, segments: int = 8,
+              attention: str = 'einsum') -> sampler_lib.Sampler:
+    """The host-side sampler on `devices` (parameters replicated there once, then kept)."""
+    key = (None if devices is None else tuple(devices), segments, attention)
+    if not hasattr(self, '_samplers'):
+      self._samplers = {}
+    if key not in self._samplers:
+      self._samplers[key] = sampler_lib.Sampler(self._graphdef, self._params, self.config,
+                                                devices=devices, segments=segments,
+                                                attention=attention)
+    return self._samplers[key]
+
+  def sample(self, labels, guidance_scale: float, guidance_pow: float, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0, *,
+             first_index: int = 0, devices=None, segments: int = 8,
+             attention: str = 'einsum') -> jax.Array:
+    """Samples codes int32 [B, 273] for class labels int [B] in [0, 1000) (jitted KV-cache scan).
+
+    Guidance follows the reference: scale (g - 1) * (1 - cos((s / 273) ** p * pi)) / 2 + 1 at
+    step s, the conditional and "no class" halves run as one batch of 2B; g = 0 or 1 turns it
+    off. The released settings are B g=16.0 p=1.8, L g=6.0 p=0.7, XL g=13.0 p=1.4, temperature
+    1.0 (the reference draws from the full distribution: top_k = top_p = None). top_k=1 takes the
+    most likely code at every step.
+
+    Randomness: image b draws from (seed, first_index + b) alone, so the same seed gives the same
+    codes whatever the batch size or device count; pass first_index to continue a numbering.
+    The batch is sharded over `devices` (default: every device of every process; with several
+    processes, every process passes the same labels and gets all codes back as numpy).
+    `segments` and `attention` choose how the compiled loop reads the cache (speed only, see
+    `sample/sampler.py`). Changing numbers does not recompile; changing top_k does.
+    """
+    cfg = self.config
+    arr = np.asarray(labels) if labels is not None else None
+    if arr is None or arr.ndim != 1:
+      raise ValueError('labels must be a 1-D array of class ids in [0, '
+                       f'{cfg.num_classes}), one per image, got '
+                       f'{None if arr is None else list(arr.shape)}')
+    if arr.shape[0] == 0:
+      raise ValueError('labels is an empty batch')
+    y = validate.labels(arr, arr.shape[0], cfg.num_classes)
+    for name, value, limit in (('seed', seed, 2**32), ('first_index', first_index, 2**31)):
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not (
+          0 <= value < limit):
+        raise ValueError(f'{name} must be an integer in [0, {limit}), got {value!r}')
+    guidance = Guidance.create(guidance_scale, guidance_pow, cfg.image_seq_len)
+    sampling = Sampling.create(temperature, top_k, top_p)
+    if sampling.top_k is not None and top_k > cfg.codebook_size:
+      raise ValueError(f'top_k = {top_k} exceeds the {cfg.codebook_size} codes')
+    sampler = self.sampler(devices=devices, segments=segments, attention=attention)
+    codes = sampler.sample(y, guidance, sampling, seed=int(seed), first_index=int(first_index))
+    if not codes.is_fully_addressable:  # several processes: everyone gets every code
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+
+      return multihost_utils.process_allgather(codes, tiled=True)
+    return codes
+
+  def guided_probs(self, codes, labels, guidance_scale: float, guidance_pow: float,
+                   temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None) -> jax.Array:
+    """Teacher-forced: float32 [B, 273, 4096], the distribution `sample` draws code s from given
+    codes[:, :s] (guided logits at step s, temperature, top-k / top-p, softmax)."""
+    cfg = self.config
+    c = validate.codes(codes, cfg.image_seq_len, cfg.codebook_size)
+    y = validate.labels(labels, c.shape[0], cfg.num_classes)
+    if y is None:
+      raise ValueError('labels are required (class ids in [0, 1000), one per image)')
+    return sampler_lib.guided_probs(self._graphdef, self._params, jnp.asarray(y), jnp.asarray(c),
+                                    Guidance.create(guidance_scale, guidance_pow,
+                                                    cfg.image_seq_len),
+                                    Sampling.create(temperature, top_k, top_p))

@@ -20,6 +20,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'where outputs, logs and checkpo
 # mode -> 'module:function(config, workdir)'
 MODES = {
     'reconstruct': 'alitok_jax.eval.reconstruct:run',
+    'fid': 'alitok_jax.eval.fid_command:run',
+    'rfid': 'alitok_jax.eval.rfid_command:run',
+    'sample': 'alitok_jax.sample.command:run',
+    'train_tokenizer': 'alitok_jax.train.tokenizer_trainer:run',
+    'pretokenize': 'alitok_jax.train.pretokenize:run',
+    'train_ar': 'alitok_jax.train.ar_trainer:run',
 }
 
 

@@ -56,6 +56,7 @@ class ARTransformer(nnx.Module):
 
   def __call__(self, tokens: jax.Array, *, start: jax.Array | int = 0,
                cache: list[layers.KVCache] | None = None, key: jax.Array | None = None,
+               attend_len: int | None = None, attention: str = 'einsum', remat: bool = False,
                ) -> tuple[jax.Array, list[layers.KVCache] | None]:
     """Runs positions start .. start + L - 1.
 
@@ -63,6 +64,15 @@ class ARTransformer(nnx.Module):
     must start at 0 and is causal over its own L tokens (teacher forcing). With `cache` (from
     `init_cache`), this step's keys and values are written at `start` and each token attends to
     cache positions <= its own. `key` turns dropout on (training); None is inference.
+
+    Decoding options (with a cache): `attend_len`, a static int, makes attention read only the
+    cache's first `attend_len` positions, which must cover start + L - 1 (the scan sampler splits
+    its 273 steps into segments of growing `attend_len`); `attention='reduce'` computes
+    one-token attention as float32 products and sums instead of matrix products
+    (`layers.attend_one_query`; same result, a different kernel).
+
+    `remat=True` (training, no cache) recomputes each block's activations in the backward pass
+    instead of keeping them (`jax.checkpoint` per block): less memory, ~1/3 more compute.
     """
     cfg = self.config
     b, l = tokens.shape
@@ -75,18 +85,38 @@ class ARTransformer(nnx.Module):
       mask = layers.causal_mask(l)  # [L, L]
     else:
       t = cache[0].k.shape[1]
+      if attend_len is not None:
+        if not 0 < attend_len <= t:
+          raise ValueError(f'attend_len must lie in [1, {t}] (the cache length), got {attend_len}')
+        t = attend_len
       query_pos = start + jnp.arange(l)
       mask = jnp.arange(t)[None, :] <= query_pos[:, None]  # [L, T]
     k_tok, *k_blocks = layers.split_key(key, 1 + cfg.depth)
     x = layers.dropout(self.embeddings(tokens), cfg.token_dropout, k_tok)  # [B, L, D]
     new_cache = None if cache is None else []
+    if remat and cache is None:
+      for i, block in enumerate(self.blocks):
+        x = _rematerialised_block(block, x, cos, sin, mask, k_blocks[i])
+      return self.output(self.norm(x)).astype(jnp.float32), None
     for i, block in enumerate(self.blocks):
       x, layer_cache = block(x, cos, sin, mask, cache=None if cache is None else cache[i],
-                             cache_index=start, key=k_blocks[i])
+                             cache_index=start, key=k_blocks[i], attend_len=attend_len,
+                             attention=attention)
       if cache is not None:
         new_cache.append(layer_cache)
     logits = self.output(self.norm(x)).astype(jnp.float32)  # [B, L, V]
     return logits, new_cache
+
+
+def _rematerialised_block(block: layers.ARBlock, x, cos, sin, mask, key) -> jax.Array:
+  """block(x) under jax.checkpoint, as a pure function of the block's state."""
+  graphdef, state = nnx.split(block)
+
+  @jax.checkpoint
+  def run(state, x, key):
+    return nnx.merge(graphdef, state)(x, cos, sin, mask, key=key)[0]
+
+  return run(state, x, key)
 
 
 def class_tokens(labels: jax.Array | None, batch: int, cfg: ARConfig) -> jax.Array:

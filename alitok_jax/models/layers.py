@@ -61,6 +61,23 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
   return jnp.einsum('bnlt,btnh->blnh', probs.astype(v.dtype), v)
 
 
+def attend_one_query(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+  """`attend` for one query token per sequence, written as products and sums in float32.
+
+  q [B, 1, N, H], k and v [B, T, N, H], mask boolean [1, T] -> [B, 1, N, H] in v's dtype. Equal
+  to `attend` up to float rounding; XLA turns it into reduction fusions that read k and v (or a
+  static slice of them) in place, an alternative to a batched matrix-vector product for KV-cache
+  decoding (which of the two is faster depends on the backend: `sample/benchmark.py` measures).
+  """
+  scale = q.shape[-1] ** -0.5
+  qf = q[:, 0].astype(jnp.float32)  # [B, N, H]
+  logits = jnp.sum(qf[:, None] * k.astype(jnp.float32), axis=-1) * scale  # [B, T, N]
+  logits = jnp.where(mask[0][None, :, None], logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=1)
+  out = jnp.sum(probs[..., None] * v.astype(jnp.float32), axis=1)  # [B, N, H]
+  return out[:, None].astype(v.dtype)
+
+
 def causal_mask(length: int) -> jax.Array:
   """[L, L] boolean, True where key position <= query position."""
   return jnp.tril(jnp.ones((length, length), dtype=bool))
@@ -176,12 +193,15 @@ class ARAttention(nnx.Module):
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, *,
                cache: KVCache | None = None, cache_index: jax.Array | None = None,
-               key: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+               key: jax.Array | None = None, attend_len: int | None = None,
+               attention: str = 'einsum') -> tuple[jax.Array, KVCache | None]:
     """x [B, L, D]; cos, sin [L, H/2] or [B, L, H/2] for these positions.
 
     Without a cache, attends over x itself under `mask` [L, L]. With one, writes this step's k, v
-    at `cache_index` (positions cache_index .. cache_index + L - 1) and attends over the whole
-    cache under `mask` [.., L, T]; returns the updated cache.
+    at `cache_index` (positions cache_index .. cache_index + L - 1) and attends over the cache under
+    `mask` [.., L, T]: the whole cache, or only its first `attend_len` positions (a static prefix
+    that holds every filled position, so decoding reads only that part); returns the updated
+    cache. `attention='reduce'` computes one-query attention with `attend_one_query`.
     """
     b, l, d = x.shape
     qkv = self.qkv(x).reshape(b, l, 3, self.heads, d // self.heads)  # [B, L, 3, N, H]
@@ -193,7 +213,14 @@ class ARAttention(nnx.Module):
       cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), start),
                       jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), start))
       k, v = cache.k, cache.v
-    out = attend(q, k, v, mask, self.attn_dropout, key)
+      if attend_len is not None:
+        k, v = k[:, :attend_len], v[:, :attend_len]  # [B, T, N, H], T = attend_len
+    if attention == 'reduce' and l == 1 and key is None:
+      out = attend_one_query(q, k, v, mask)
+    elif attention in ('einsum', 'reduce'):
+      out = attend(q, k, v, mask, self.attn_dropout, key)
+    else:
+      raise ValueError(f"attention must be 'einsum' or 'reduce', got {attention!r}")
     return self.proj(out.reshape(b, l, d)), cache
 
 
@@ -210,10 +237,11 @@ class ARBlock(nnx.Module):
 
   def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array, *,
                cache: KVCache | None = None, cache_index: jax.Array | None = None,
-               key: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+               key: jax.Array | None = None, attend_len: int | None = None,
+               attention: str = 'einsum') -> tuple[jax.Array, KVCache | None]:
     k_attn, k_res1, k_res2 = split_key(key, 3)
     h, cache = self.attn(self.norm1(x), cos, sin, mask, cache=cache, cache_index=cache_index,
-                         key=k_attn)
+                         key=k_attn, attend_len=attend_len, attention=attention)
     x = x + dropout(h, self.dropout, k_res1)
     x = x + dropout(self.mlp(self.norm2(x)), self.dropout, k_res2)
     return x, cache

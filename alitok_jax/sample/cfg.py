@@ -1,0 +1,75 @@
+"""Classifier-free guidance with the reference's pow-cosine schedule.
+
+ALITOK_REFERENCE.md section 3 (`modeling/ar.py:generate`): the conditional and "no class" halves
+run as one batch, and at step s = 0 .. 272 (the step that predicts code s)
+
+    w     = (1 - cos((s / 273) ** p * pi)) / 2
+    scale = (g - 1) * w + 1
+    logits = uncond + (cond - uncond) * scale
+
+so guidance starts at 1 (plain conditional logits) and rises to g at the last code. The reference
+skips the unconditional half when g == 0; g == 1 gives scale 1 at every step, i.e. the
+conditional logits, so both mean "no guidance" here and halve the work.
+
+`Guidance` is a pytree: the scale and power are traced (changing them does not recompile), the
+number of steps and whether guidance is on are static.
+
+Dimension letters: B batch, V codebook size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+  """Guidance scale g and power p over `num_steps` codes; `enabled` False: conditional only."""
+
+  scale: float
+  power: float
+  num_steps: int = 273
+  enabled: bool = True
+
+  @classmethod
+  def create(cls, scale: float, power: float, num_steps: int = 273) -> Guidance:
+    """From plain numbers, checked; g == 0 (the reference's switch) or g == 1 turn guidance off."""
+    for name, value in (('guidance_scale', scale), ('guidance_pow', power)):
+      if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f'{name} must be a finite number, got {value!r}')
+    if power < 0:
+      raise ValueError(f'guidance_pow must be >= 0, got {power!r}')
+    return cls(float(scale), float(power), num_steps, enabled=float(scale) not in (0.0, 1.0))
+
+  def scale_at(self, step: jax.Array) -> jax.Array:
+    """The guidance scale at step(s) `step` (int, any shape), float32."""
+    return schedule(step, self.scale, self.power, self.num_steps)
+
+  def __call__(self, cond: jax.Array, uncond: jax.Array, step: jax.Array) -> jax.Array:
+    """Guided logits at `step`: cond, uncond [..., V] (a per-row step broadcasts as [..., 1])."""
+    if not self.enabled:
+      return cond
+    return combine(cond, uncond, self.scale_at(step))
+
+
+def schedule(step: jax.Array, scale: jax.Array | float, power: jax.Array | float,
+             num_steps: int) -> jax.Array:
+  """(g - 1) * (1 - cos((s / num_steps) ** p * pi)) / 2 + 1, in float32 like the reference."""
+  s = jnp.asarray(step, jnp.float32) / jnp.float32(num_steps)
+  w = (1.0 - jnp.cos(s ** jnp.asarray(power, jnp.float32) * jnp.pi)) / 2.0
+  return (jnp.asarray(scale, jnp.float32) - 1.0) * w + 1.0
+
+
+def combine(cond: jax.Array, uncond: jax.Array, scale: jax.Array) -> jax.Array:
+  """uncond + (cond - uncond) * scale (float32)."""
+  cond, uncond = cond.astype(jnp.float32), uncond.astype(jnp.float32)
+  return uncond + (cond - uncond) * scale
+
+
+jax.tree_util.register_dataclass(Guidance, data_fields=['scale', 'power'],
+                                 meta_fields=['num_steps', 'enabled'])
