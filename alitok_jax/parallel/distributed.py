@@ -23,7 +23,19 @@ def wants_distributed() -> bool:
 
 def maybe_initialize() -> None:
   """Initialises jax.distributed when running as one of several processes."""
-  if wants_distributed():
+  if not wants_distributed():
+    return
+  env = os.environ
+  if 'JAX_COORDINATOR_ADDRESS' in env:  # plain processes: jax does not read the other two itself
+    missing = [k for k in ('JAX_NUM_PROCESSES', 'JAX_PROCESS_ID') if k not in env]
+    if missing:
+      raise RuntimeError(f'JAX_COORDINATOR_ADDRESS is set but {", ".join(missing)} is not')
+    if env.get('JAX_PLATFORMS', '').startswith('cpu'):
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(env['JAX_COORDINATOR_ADDRESS'],
+                               num_processes=int(env['JAX_NUM_PROCESSES']),
+                               process_id=int(env['JAX_PROCESS_ID']))
+  else:
     jax.distributed.initialize()
   if jax.process_count() > 1:
     print(f'process {jax.process_index()} of {jax.process_count()}, '

@@ -1,0 +1,95 @@
+"""What every trainer's loop shares: timing, metric averaging, periodic actions and a log header.
+
+The loops themselves (`tokenizer_trainer.py`, `ar_trainer.py`) read top to bottom like
+big_vision's `train.py`; these helpers keep them short. Metrics stay on the device until a log
+step, then one `device_get` fetches the whole window.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def every(step: int, interval: int, last: int | None = None) -> bool:
+  """True on multiples of `interval` (> 0) and on the `last` step."""
+  return (interval > 0 and step % interval == 0) or (last is not None and step == last)
+
+
+class MetricWindow:
+  """Collects per-step device metrics; `mean()` fetches and averages them, then resets."""
+
+  def __init__(self):
+    self._items: list[Mapping[str, jax.Array]] = []
+
+  def add(self, metrics: Mapping[str, jax.Array]) -> None:
+    self._items.append(metrics)
+
+  def mean(self) -> dict[str, float]:
+    items, self._items = jax.device_get(self._items), []
+    keys = sorted({k for m in items for k in m})
+    return {k: float(np.mean([m[k] for m in items if k in m])) for k in keys}
+
+
+class Throughput:
+  """steps/s and examples/s over the steps since the last report (the first step, which
+  includes compilation, is left out)."""
+
+  def __init__(self, examples_per_step: int):
+    self.examples_per_step = examples_per_step
+    self._start = None
+    self._steps = 0
+
+  def tick(self) -> None:
+    if self._start is None:
+      self._start = time.perf_counter()  # after the first (compiling) step
+      return
+    self._steps += 1
+
+  def report(self, unit: str = 'images') -> dict[str, float]:
+    if self._start is None or self._steps == 0:
+      return {}
+    elapsed = time.perf_counter() - self._start
+    out = {'perf/steps_per_s': self._steps / elapsed,
+           f'perf/{unit}_per_s': self._steps * self.examples_per_step / elapsed}
+    self._start, self._steps = time.perf_counter(), 0
+    return out
+
+
+def eta(step: int, total: int, steps_per_s: float | None) -> str:
+  if not steps_per_s:
+    return ''
+  seconds = (total - step) / steps_per_s
+  h, rem = divmod(int(seconds), 3600)
+  return f'eta {h}h{rem // 60:02d}m' if h else f'eta {rem // 60}m{rem % 60:02d}s'
+
+
+def describe_params(tree: Any) -> str:
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  return f'{n:,} ({n / 1e6:.1f}M)'
+
+
+def _bytes_per_device(tree: Any) -> int:
+  """Bytes one device holds of a tree of sharded ShapeDtypeStructs / arrays."""
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shape = tuple(leaf.shape)
+    sharding = getattr(leaf, 'sharding', None)
+    if sharding is not None and shape:
+      shape = sharding.shard_shape(shape)
+    total += int(np.prod(shape)) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def memory_estimate(abstract_state: Any, mesh: Any, global_batch: int, *,
+                    activation_bytes: int = 0) -> str:
+  """One line: per-device bytes of params, optimizer state and (estimated) activations."""
+  gib = lambda b: f'{b / 2**30:.2f} GiB'
+  params = _bytes_per_device(abstract_state.get('params', {}))
+  opt = _bytes_per_device({k: v for k, v in abstract_state.items() if k != 'params'})
+  return (f'memory per device (estimate): params {gib(params)}, optimizer state and the rest '
+          f'{gib(opt)}, activations ~{gib(activation_bytes)} at global batch {global_batch} '
+          f'over {mesh.devices.size} device(s)')

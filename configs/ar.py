@@ -1,0 +1,92 @@
+"""AR training: configs/ar.py:B | :L | :XL (the released recipe) or :tiny (CPU).
+
+  python -m alitok_jax.main --config=configs/ar.py:B --workdir=runs/ar_b \
+      --config.data.codes_dir=codes/imagenet_train --config.tokenizer=weights/tokenizer
+  python -m alitok_jax.main --config=configs/ar.py:tiny --workdir=runs/ar_tiny   # ~1 minute on CPU
+
+Recipe (ALITOK_REFERENCE.md section 3, configs/alitok_*.yaml): AdamW lr 4e-4, betas (0.9, 0.96),
+weight decay 0.03 on matrices only, gradient clipping 1.0, global batch 2048, 62.5k warm-up steps
+then cosine to 1e-5; B and L 500k steps (800 epochs of the ten-crop codes), XL 250k; dropouts
+0.1 (token embedding, attention, residual) and label dropout 0.1; bf16 compute, float32 params.
+Rerunning the same command resumes.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or 'B'
+  if variant not in ('B', 'L', 'XL', 'tiny'):
+    raise ValueError(f'unknown variant {variant!r}: use configs/ar.py:B, :L, :XL or :tiny')
+  tiny = variant == 'tiny'
+  c = ml_collections.ConfigDict()
+  c.mode = 'train_ar'
+  c.model = variant  # a key of variants.AR
+  c.seed = 0
+  c.dtype = 'bfloat16'
+  c.batch_size = 2048  # global
+  c.accum_steps = 1  # gradient accumulation: micro-batches per step
+  c.remat = variant == 'XL'  # recompute block activations in the backward pass (saves memory)
+  # Dropouts (None keeps the variant's 0.1).
+  c.dropout = ml_collections.FieldReference(None, field_type=float)
+  c.attn_dropout = ml_collections.FieldReference(None, field_type=float)
+  c.token_dropout = ml_collections.FieldReference(None, field_type=float)
+  c.class_dropout = ml_collections.FieldReference(None, field_type=float)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.kind = 'codes'  # codes | images (encoded on the fly by config.tokenizer) | synthetic_codes
+  c.data.codes_dir = ''  # shards written by configs/pretokenize.py
+  c.data.image_kind = 'folder'  # images: synthetic | folder | tfds (as the tokenizer trainer's data)
+  c.data.root = ''
+  c.data.split = 'train'
+  c.data.data_dir = ''
+  c.data.num_classes = 10
+  c.data.size = 100_000
+  c.data.worker_count = 0
+  c.eval_codes_dir = ''  # held-out code shards ('' = none, or synthetic with another seed)
+  c.eval_codes = 1024  # how many held-out sequences to evaluate
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 4e-4
+  c.optim.end_lr = 1e-5
+  c.optim.warmup_steps = 62_500
+  c.optim.total_steps = 250_000 if variant == 'XL' else 500_000
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.96
+  c.optim.weight_decay = 0.03
+  c.optim.grad_clip = 1.0
+
+  c.tokenizer = ''  # a tokenizer model directory: sample grids (and on-the-fly encoding)
+  c.sample_every = 10_000
+  c.sample_classes = (207, 360, 387, 974, 88, 979, 417, 279)  # the reference's demo classes
+  c.samples_per_class = 4
+  c.sample_guidance = {'B': 16.0, 'L': 6.0, 'XL': 13.0, 'tiny': 2.0}[variant]
+  c.sample_guidance_pow = {'B': 1.8, 'L': 0.7, 'XL': 1.4, 'tiny': 1.0}[variant]
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=8 if variant == 'XL' else 1,
+                                          fsdp_min_size=2**18))
+  c.log_every = 100
+  c.eval_every = 5000
+  c.ckpt_every = 2000
+  c.keep_checkpoints = 2
+  c.steps_per_run = 0  # > 0: checkpoint and stop after this many steps (jobs with time limits)
+  c.export_every = 50_000
+
+  if tiny:
+    c.dtype = 'float32'
+    c.batch_size = 16
+    c.data.kind = 'synthetic_codes'
+    c.data.num_classes = 10
+    c.data.size = 4096
+    c.eval_codes = 64
+    c.optim.lr = 3e-3
+    c.optim.end_lr = 3e-4
+    c.optim.warmup_steps = 10
+    c.optim.total_steps = 60
+    c.sample_classes = (0, 1, 2, 3)
+    c.samples_per_class = 2
+    c.log_every = 10
+    c.eval_every = 30
+    c.ckpt_every = 30
+    c.export_every = 0
+  return c

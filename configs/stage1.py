@@ -1,0 +1,105 @@
+"""Tokenizer training, stage 1: bidirectional encoder + causal decoder with the prefix head.
+
+  python -m alitok_jax.main --config=configs/stage1.py --workdir=runs/stage1 \
+      --config.data.kind=folder --config.data.root=/data/imagenet/train \
+      --config.perceptual.model_dir=weights/convnext_small --config.lpips.model_dir=weights/lpips
+  python -m alitok_jax.main --config=configs/stage1.py:tiny --workdir=runs/tiny1   # CPU, ~1 minute
+
+The released recipe (ALITOK_REFERENCE.md section 2, train_tokenizer/README): AdamW 1e-4 with a
+10k-step warm-up; (1) ~50k steps perceptual 0.1 + LPIPS 1.0; (2) ~200k steps perceptual only, lr
+1e-4 -> 2e-5; (3) ~100k steps with the GAN, lr 2e-5 -> 2e-6. The reference changed these by hand
+between restarts; here they are `phases`, and a run passes through all of them by itself.
+Rerunning the same command resumes from the newest checkpoint in the workdir.
+"""
+
+import ml_collections
+
+
+def tokenizer_config(stage: int, variant: str) -> ml_collections.ConfigDict:
+  """What stage1.py and stage2.py share; `variant` is 'default' or 'tiny'."""
+  if variant not in ('default', 'tiny'):
+    raise ValueError(f'unknown variant {variant!r}: use configs/stage{stage}.py or :tiny')
+  tiny = variant == 'tiny'
+  c = ml_collections.ConfigDict()
+  c.mode = 'train_tokenizer'
+  c.stage = stage
+  c.model = f'tiny_stage{stage}' if tiny else f'stage{stage}'  # a key of variants.TOKENIZER
+  c.init_from = ''  # stage 2: the stage-1 model directory (W/model of a stage-1 run)
+  c.seed = 0
+  c.dtype = 'bfloat16'  # compute dtype; params and optimizer states stay float32
+  c.batch_size = 256  # global, over all devices and processes (paper: 256 on 32 GPUs)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.kind = 'synthetic'  # synthetic | folder | tfds
+  c.data.root = ''  # folder: one subfolder per class
+  c.data.split = 'train'  # tfds split
+  c.data.data_dir = ''  # tfds data_dir ('' = TFDS default)
+  c.data.num_classes = 10  # synthetic
+  c.data.size = 100_000  # synthetic: number of distinct images
+  c.data.worker_count = 0  # grain worker processes (0 = in the main process)
+  c.eval_data = ml_collections.ConfigDict()
+  c.eval_data.kind = ''  # '' = held-out images of the same kind (synthetic: another seed)
+  c.eval_data.root = ''
+  c.eval_data.split = 'validation'
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-4
+  c.optim.warmup_steps = 10_000
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999  # torch.optim.AdamW defaults, as the reference
+  c.optim.weight_decay = 0.01
+  c.optim.grad_clip = 0.0  # the reference does not clip
+
+  # A tuple, so it can be replaced from the command line:
+  #   --config.phases="({'name': 'all', 'steps': 1000, 'lr': 1e-4},)"
+  c.phases = (
+      dict(name='lpips_warmup', steps=50_000, lr=1e-4, perceptual_weight=0.1, lpips_weight=1.0),
+      dict(name='perceptual', steps=200_000 if stage == 1 else 150_000, lr=2e-5,
+           perceptual_weight=1.0),
+      dict(name='gan', steps=100_000, lr=2e-6, perceptual_weight=1.0, gan=True),
+  )
+  c.clustering_vq = stage == 1  # online clustered codebook (stage 1 only)
+  c.perceptual = ml_collections.ConfigDict()
+  c.perceptual.enabled = True
+  c.perceptual.model_dir = 'weights/convnext_small'  # from torchvision's convnext_small-0c510722.pth
+  c.lpips = ml_collections.ConfigDict()
+  c.lpips.model_dir = 'weights/lpips'  # from vgg16-397923af.pth + lpips' v0.1/vgg.pth
+  c.gan = ml_collections.ConfigDict()
+  c.gan.discriminator = 'reference'  # a key of models.discriminator.DISCRIMINATOR
+  c.gan.disc_factor = 0.1
+  c.gan.disc_weight = 0.05
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**18))
+  c.log_every = 100
+  c.eval_every = 5000
+  c.eval_images = 500
+  c.preview_images = 8
+  c.ckpt_every = 1000
+  c.keep_checkpoints = 2
+  c.steps_per_run = 0  # > 0: checkpoint and stop after this many steps (jobs with time limits)
+  c.export_every = 10_000  # params-only model directory W/model (what stage 2 / pretokenize read)
+
+  if tiny:
+    c.batch_size = 8
+    c.data.num_classes = 4
+    c.data.size = 512
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 5
+    c.phases = (
+        dict(name='reconstruction', steps=12, lr=1e-3),
+        dict(name='gan', steps=8, lr=3e-4, gan=True),
+    )
+    c.perceptual.enabled = False  # no pretrained ConvNeXt needed on a laptop
+    c.gan.discriminator = 'tiny'
+    c.log_every = 5
+    c.eval_every = 10
+    c.eval_images = 8
+    c.preview_images = 4
+    c.ckpt_every = 10
+    c.export_every = 0
+    c.dtype = 'float32'
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  return tokenizer_config(1, arg or 'default')
