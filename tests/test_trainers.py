@@ -123,6 +123,22 @@ def test_ar_sample_grids_through_a_tokenizer(tmp_path):
   assert (tmp_path / 'ar/images/samples_00000002.png').exists()
 
 
+def test_ar_trains_on_images_encoded_on_the_fly(tmp_path):
+  from alitok_jax import Tokenizer
+  from alitok_jax.models import variants
+  Tokenizer.random(variants.TOKENIZER['tiny_stage2']).save(tmp_path / 'tok')
+  c = _small_ar_config()
+  c.optim.total_steps = 2
+  c.tokenizer = str(tmp_path / 'tok')
+  c.sample_every = 0
+  c.data.kind = 'images'
+  c.data.image_kind = 'synthetic'
+  c.data.num_classes = 4
+  c.data.size = 16
+  metrics = ar_trainer.run(c, str(tmp_path / 'ar'))
+  assert np.isfinite(metrics['train/loss'])
+
+
 def _cli(config: str, workdir, *extra: str) -> str:
   cmd = [sys.executable, '-m', 'alitok_jax.main', f'--config={config}', f'--workdir={workdir}',
          *extra]
