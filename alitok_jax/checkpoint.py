@@ -9,6 +9,12 @@ puts it back into a model skeleton built with `nnx.eval_shape`.
 
 Restoring goes against an abstract target built from the config, so shapes and dtypes are checked
 before any array is read, and arrays land directly with the requested sharding.
+
+Saving takes numpy arrays or jax Arrays of any sharding. With several processes it is collective:
+every process calls it with its part of the same arrays (e.g. a trainer's FSDP-sharded params),
+Orbax writes each shard once, process 0 alone clears old files and writes config.json, and a
+barrier at the end lets any process read the directory next (the directory must be on storage
+that every host sees). A directory written by N processes restores in any number.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import orbax.checkpoint as ocp
 
 from alitok_jax import tree_util
 from alitok_jax.models.variants import ARConfig, TokenizerConfig, config_from_dict
+from alitok_jax.parallel.distributed import barrier
+from alitok_jax.parallel.mesh import to_host
 
 FORMAT_VERSION = 1
 CONFIG_FILE = 'config.json'
@@ -43,25 +51,38 @@ def _abs(directory: str | os.PathLike) -> pathlib.Path:
 def save_model_dir(directory: str | os.PathLike, config: TokenizerConfig | ARConfig,
                    params: Mapping[str, Any], *, codebook_usage: np.ndarray | None = None,
                    metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
-  """Writes config.json and the Orbax params (and codebook usage) into `directory`."""
+  """Writes config.json and the Orbax params (and codebook usage) into `directory`.
+
+  params: numpy arrays or jax Arrays (any sharding; with several processes every process passes
+  the same global arrays). codebook_usage: an array, possibly replicated over processes.
+  """
   directory = _abs(directory)
+  primary = jax.process_index() == 0
+  barrier('alitok_jax save_model_dir: start')  # no process may still read an old export
   if directory.exists() and any(directory.iterdir()):
     if not overwrite:
       raise CheckpointError(f'{directory} exists and is not empty (pass overwrite=True / '
                             '--overwrite to replace it)')
-    for sub in (PARAMS_DIR, USAGE_DIR):
-      shutil.rmtree(directory / sub, ignore_errors=True)
-  directory.mkdir(parents=True, exist_ok=True)
+    if primary:
+      (directory / CONFIG_FILE).unlink(missing_ok=True)  # incomplete until it is back
+      for sub in (PARAMS_DIR, USAGE_DIR):
+        shutil.rmtree(directory / sub, ignore_errors=True)
+  if primary:
+    directory.mkdir(parents=True, exist_ok=True)
+  barrier('alitok_jax save_model_dir: cleared')
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / PARAMS_DIR, dict(params))
   if codebook_usage is not None:
-    checkpointer.save(directory / USAGE_DIR, {'usage': np.asarray(codebook_usage, np.float32)})
+    usage = to_host(codebook_usage)
+    checkpointer.save(directory / USAGE_DIR, {'usage': np.asarray(usage, np.float32)})
   checkpointer.wait_until_finished()
   # config.json last: a directory with a config is a complete one.
-  doc = {'format': FORMAT_VERSION, 'model': config.to_dict(), **dict(metadata or {})}
-  tmp = directory / (CONFIG_FILE + '.tmp')
-  tmp.write_text(json.dumps(doc, indent=1) + '\n')
-  os.replace(tmp, directory / CONFIG_FILE)
+  if primary:
+    doc = {'format': FORMAT_VERSION, 'model': config.to_dict(), **dict(metadata or {})}
+    tmp = directory / (CONFIG_FILE + '.tmp')
+    tmp.write_text(json.dumps(doc, indent=1) + '\n')
+    os.replace(tmp, directory / CONFIG_FILE)
+  barrier('alitok_jax save_model_dir: done')
 
 
 def load_config(directory: str | os.PathLike) -> tuple[TokenizerConfig | ARConfig, dict[str, Any]]:

@@ -271,7 +271,7 @@ def test_train_loader_shuffles_flips_and_is_deterministic():
   assert 8 < flipped < 40
 
 
-def test_process_shards_are_disjoint_and_cover():
+def test_eval_shards_are_disjoint_and_cover():
   src = _synthetic(23)
   seen = []
   for k in range(3):
@@ -279,16 +279,71 @@ def test_process_shards_are_disjoint_and_cover():
                                    shard_index=k, shard_count=3)
     idx = [int(i) for b in loader for i in b['index']]
     assert loader.num_examples == len(idx) and loader.num_batches == -(-len(idx) // 4)
+    assert idx == list(range(k, 23, 3))  # in order
     seen.append(set(idx))
   assert set.union(*seen) == set(range(23)) and sum(len(s) for s in seen) == 23
-  train_seen = []
-  for k in range(3):
-    it = iter(pipeline.image_loader(src, batch_size=1, seed=3, train=True, image_size=16,
-                                    shard_index=k, shard_count=3, num_epochs=1))
-    imgs = [b['image'][0] for b in it]
-    train_seen.append({next(i for i in range(23) if np.array_equal(src[i]['image'], im)
-                            or np.array_equal(src[i]['image'][:, ::-1], im)) for im in imgs})
-  assert train_seen == seen
+
+
+class _Positions:
+  """element_fn that records where an example came from."""
+
+  def __call__(self, epoch: int, index: int, position: int) -> dict:
+    return {'epoch': np.int32(epoch), 'index': np.int32(index), 'position': np.int64(position)}
+
+
+def _global_batches(num_examples: int, global_batch: int, shards: int, steps: int, *,
+                    start_batch: int = 0, worker_count: int = 0) -> list[dict]:
+  """Step t's batches of every shard, concatenated in shard order (what the mesh assembles)."""
+  its = [iter(pipeline.build_loader(
+      num_examples, _Positions(), batch_size=global_batch // shards, seed=7, train=True,
+      shard_index=k, shard_count=shards, num_epochs=None, worker_count=worker_count,
+      start_batch=start_batch)) for k in range(shards)]
+  return [{key: np.concatenate([b[key] for b in parts]) for key in parts[0]}
+          for parts in ([next(it) for it in its] for _ in range(steps))]
+
+
+def test_train_global_batches_do_not_depend_on_the_shard_count():
+  one = _global_batches(24, 6, 1, 10)  # 2.5 epochs
+  _assert_batches_equal(_global_batches(24, 6, 2, 10), one)
+  _assert_batches_equal(_global_batches(24, 6, 3, 10), one)
+  for t, batch in enumerate(one):  # the global stream, position by position
+    np.testing.assert_array_equal(batch['position'], np.arange(6 * t, 6 * t + 6))
+    np.testing.assert_array_equal(batch['epoch'], batch['position'] // 24)
+  for b in one[:4]:  # disjoint within a global batch
+    assert len(set(b['index'].tolist())) == 6
+  epochs = [np.concatenate([b['index'] for b in one[4 * e:4 * e + 4]]) for e in range(2)]
+  for order in epochs:  # an epoch (4 global batches) covers every index once
+    assert sorted(order.tolist()) == list(range(24))
+  assert epochs[0].tolist() != epochs[1].tolist()  # reshuffled each epoch
+  assert epochs[0].tolist() != list(range(24))
+  # Resuming at step t without an iterator state (another process count): start_batch=t.
+  _assert_batches_equal(_global_batches(24, 6, 2, 3, start_batch=5), one[5:8])
+  _assert_batches_equal(_global_batches(24, 6, 1, 3, worker_count=1), one[:3])  # picklable
+  with pytest.raises(ValueError, match='start_batch'):
+    pipeline.build_loader(24, _Positions(), batch_size=2, seed=0, train=False, shard_index=0,
+                          shard_count=1, num_epochs=1, worker_count=0, start_batch=1)
+
+
+def test_train_shards_of_a_finite_stream_end_together():
+  for shards in (1, 2, 4):  # 2 epochs of 10 = 20 examples: 2 whole global batches of 8
+    its = [list(pipeline.build_loader(10, _Positions(), batch_size=8 // shards, seed=0,
+                                      train=True, shard_index=k, shard_count=shards,
+                                      num_epochs=2, worker_count=0)) for k in range(shards)]
+    assert [len(batches) for batches in its] == [2] * shards
+  with pytest.raises(ValueError, match='do not fill one global batch'):
+    pipeline.build_loader(10, _Positions(), batch_size=8, seed=0, train=True, shard_index=0,
+                          shard_count=2, num_epochs=1, worker_count=0)
+
+
+def test_train_images_are_the_same_for_one_and_two_shards():
+  src = _synthetic(12)
+  kw = dict(seed=3, train=True, image_size=16)
+  one = _collect(iter(pipeline.image_loader(src, batch_size=4, shard_index=0, shard_count=1,
+                                            **kw)), 4)
+  halves = [_collect(iter(pipeline.image_loader(src, batch_size=2, shard_index=k, shard_count=2,
+                                                **kw)), 4) for k in range(2)]
+  two = [{key: np.concatenate([a[key], b[key]]) for key in a} for a, b in zip(*halves)]
+  _assert_batches_equal(two, one)  # augmentation is keyed by (seed, epoch, index)
 
 
 def test_default_shard_is_the_jax_process():

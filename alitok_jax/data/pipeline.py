@@ -7,11 +7,15 @@
     loader.stats()['skipped']         # unreadable images skipped so far
 
 Order of work (one grain MapDataset, so any element is a pure function of its position):
-indices of this process's shard (`shard_index::shard_count`) -> shuffle (seeded, a new order each
-epoch) -> repeat -> read + decode + transform with a numpy Generator seeded by (seed, epoch,
-source index) -> drop unreadable -> threads -> batch -> optional worker processes. Training
-follows the reference tokenizer recipe (resize shorter side, random crop, random flip;
-ALITOK_REFERENCE.md section 2); evaluation uses the ADM centre crop; pretokenization the ten-crop.
+training: one global stream, a seeded shuffle of all source indices (a new order each epoch),
+cut into batches of the per-process size; process p of P takes batches p, p + P, p + 2P, ..., so
+global batch t (the P local batches of step t, in process order, as
+`jax.make_array_from_process_local_data` assembles them) does not depend on P; evaluation: the
+indices `shard_index::shard_count` in order. Then read + decode + transform with a numpy
+Generator seeded by (seed, epoch, source index) -> drop unreadable -> threads -> batch ->
+optional worker processes. Training follows the reference tokenizer recipe (resize shorter side,
+random crop, random flip; ALITOK_REFERENCE.md section 2); evaluation uses the ADM centre crop;
+pretokenization the ten-crop.
 
 Checkpoints: the iterator state is a small JSON-able dict (`it.get_state()`), restored with
 `it.set_state(state)` into a fresh `iter(loader)` built with the same arguments; grain's Orbax
@@ -100,7 +104,8 @@ class Loader:
 
   Attributes:
     dataset: the grain IterDataset of batches.
-    num_examples: indices in this process's shard per epoch, before skipping unreadable ones.
+    num_examples: indices in this process's shard per epoch, before skipping unreadable ones
+      (training: the source size over the shard count, rounded down).
     batch_size: examples per batch (the last batch of a finite pass may be smaller).
     skip_counter: examples skipped as unreadable (see `stats`).
   """
@@ -202,11 +207,19 @@ def build_loader(num_examples: int, element_fn: Callable[[int, int, int], dict |
                  shard_count: int | None, num_epochs: int | None, worker_count: int,
                  pad_last: bool = False, read_threads: int = 8,
                  prefetch_buffer: int | None = None,
-                 skip_counter: SkipCounter | None = None) -> Loader:
+                 skip_counter: SkipCounter | None = None, start_batch: int = 0) -> Loader:
   """The shared skeleton of every loader here.
 
   `element_fn(epoch, index, position)` makes the example at source index `index` (or returns
-  None to drop it); it must be picklable when worker_count > 0.
+  None to drop it); it must be picklable when worker_count > 0. `position` is the example's
+  place in the stream (train: in the global stream; evaluation: in this shard's).
+
+  train=True: one global stream (a seeded shuffle of all indices, a new order each epoch)
+  cut into batches of `batch_size`; shard k of n takes batches k, k + n, k + 2n, ..., so the
+  n consecutive local batches of step t, in shard order, are the same global batch whatever n
+  is (as long as batch_size * n is the same). `start_batch` skips this shard's first batches
+  (resuming at step t without a saved iterator: start_batch=t).
+  train=False: shard k reads the source indices k, k + n, ... in order (evaluation passes).
   """
   _check_common(batch_size, seed, num_epochs, worker_count)
   shard_index, shard_count = resolve_shard(shard_index, shard_count)
@@ -214,13 +227,26 @@ def build_loader(num_examples: int, element_fn: Callable[[int, int, int], dict |
     raise ValueError(f'{num_examples} examples cannot be split into {shard_count} process shards')
   if pad_last and train:
     raise ValueError('pad_last is for evaluation passes (train=False)')
-  ds = grain.MapDataset.range(num_examples)[shard_index::shard_count]
-  shard_size = len(ds)
+  if start_batch < 0 or (start_batch and not train):
+    raise ValueError(f'start_batch={start_batch}: must be >= 0, and only for train=True')
   if train:
-    ds = ds.shuffle(seed=seed).repeat(num_epochs)
-  elif num_epochs not in (None, 1):
-    ds = ds.repeat(num_epochs)
-  ds = ds.map_with_index(_WithEpoch(element_fn, shard_size)).filter(_is_present)
+    stride = batch_size * shard_count  # examples per global batch
+    total = num_examples * num_epochs if num_epochs else sys.maxsize // 2
+    local_examples = total // stride * batch_size  # whole global batches only
+    if local_examples == 0:
+      raise ValueError(f'{num_examples} examples x {num_epochs} epoch(s) do not fill one global '
+                       f'batch of {stride} ({shard_count} shards x {batch_size})')
+    shard_size = num_examples // shard_count  # this shard's examples per epoch, about
+    ds = grain.MapDataset.range(min(start_batch * batch_size, local_examples), local_examples)
+    ds = ds.map(_GlobalStream(element_fn, num_examples, seed, batch_size, shard_index,
+                              shard_count))
+  else:
+    ds = grain.MapDataset.range(num_examples)[shard_index::shard_count]
+    shard_size = len(ds)
+    if num_epochs not in (None, 1):
+      ds = ds.repeat(num_epochs)
+    ds = ds.map_with_index(_WithEpoch(element_fn, shard_size))
+  ds = ds.filter(_is_present)
   if pad_last:
     ds = ds.map(_add_mask)
   read = grain.ReadOptions(num_threads=read_threads,
@@ -251,8 +277,28 @@ def _add_mask(element: dict) -> dict:
   return {**element, 'mask': np.bool_(True)}
 
 
+class _GlobalStream:
+  """This shard's stream position j -> the global stream's element -> element_fn(...).
+
+  Global position q = (j // b) * n * b + k * b + j % b (batch j // b of shard k is global batch
+  (j // b) * n + k); its source index is grain's seeded shuffle of range(N) at q, which
+  reshuffles every epoch (q // N).
+  """
+
+  def __init__(self, element_fn: Callable, num_examples: int, seed: int, batch_size: int,
+               shard_index: int, shard_count: int):
+    self.element_fn, self.num_examples = element_fn, num_examples
+    self.order = grain.MapDataset.range(num_examples).shuffle(seed=seed)
+    self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
+
+  def __call__(self, j: int):
+    b = self.batch_size
+    q = (j // b) * self.shard_count * b + self.shard_index * b + j % b
+    return self.element_fn(q // self.num_examples, int(self.order[q]), q)
+
+
 class _WithEpoch:
-  """(position in the repeated shard stream, source index) -> element_fn(epoch, index, position)."""
+  """(position in the repeated shard pass, source index) -> element_fn(epoch, index, position)."""
 
   def __init__(self, element_fn: Callable, shard_size: int):
     self.element_fn, self.shard_size = element_fn, shard_size
@@ -308,7 +354,7 @@ def image_loader(source, *, batch_size: int, seed: int, train: bool, image_size:
                  shard_index: int | None = None, shard_count: int | None = None,
                  num_epochs: int | None = None, worker_count: int = 0, ten_crop: bool = False,
                  pad_last: bool = False, read_threads: int = 8,
-                 prefetch_buffer: int | None = None) -> Loader:
+                 prefetch_buffer: int | None = None, start_batch: int = 0) -> Loader:
   """Batches of images and labels of this process's shard of `source`.
 
   Args:
@@ -327,8 +373,13 @@ def image_loader(source, *, batch_size: int, seed: int, train: bool, image_size:
       batch_size rows and 'mask' bool [b] marks the real ones (padding: zeros, label -1), and
       `loader.padded_pass()` gives every process the same number of batches.
     image_size: S.
-    shard_index, shard_count: this process's shard (default jax.process_index() / count());
-      shard k reads source indices k, k + count, k + 2 count, ... (disjoint, covering).
+    shard_index, shard_count: this process's shard (default jax.process_index() / count()).
+      train=True: shard k takes batches k, k + count, ... of one global shuffled stream, so the
+      examples of a global batch (all shards' batches of one step) are disjoint, an epoch covers
+      the source, and the global batches are the same for any count with the same
+      batch_size * count (unless images are skipped as unreadable, which shifts a shard's
+      batches; so do worker processes, see below). train=False: shard k reads source indices
+      k, k + count, k + 2 count, ... in order (disjoint, covering).
     num_epochs: see `train`.
     worker_count: 0 decodes in threads of this process; > 0 starts grain worker processes
       (batches then come round-robin from the workers, each holding a slice of the shard, so the
@@ -336,6 +387,8 @@ def image_loader(source, *, batch_size: int, seed: int, train: bool, image_size:
     ten_crop: train=False only: images are the pretokenization ten-crop, uint8 [b, 10, S, S, 3].
     pad_last: see `train`.
     read_threads, prefetch_buffer: grain ReadOptions (threads decoding, elements read ahead).
+    start_batch: train=True only: start at this shard's batch `start_batch` (resume at a step
+      when no saved iterator state fits, e.g. after a change of process count).
 
   Unreadable or corrupt images are skipped, never raised: `loader.stats()['skipped']` counts
   them (worker processes included).
@@ -350,7 +403,8 @@ def image_loader(source, *, batch_size: int, seed: int, train: bool, image_size:
   return build_loader(len(source), element_fn, batch_size=batch_size, seed=seed, train=train,
                       shard_index=shard_index, shard_count=shard_count, num_epochs=num_epochs,
                       worker_count=worker_count, pad_last=pad_last, read_threads=read_threads,
-                      prefetch_buffer=prefetch_buffer, skip_counter=counter)
+                      prefetch_buffer=prefetch_buffer, skip_counter=counter,
+                      start_batch=start_batch)
 
 
 def make_source(kind: str, **kwargs):

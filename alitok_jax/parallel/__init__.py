@@ -1,1 +1,1 @@
-"""Device meshes, sharding and multi-process start-up."""
+"""Device meshes, sharding, multi-process start-up and host transfers."""

@@ -41,8 +41,15 @@ class MeshSpec:
 
 
 def make_mesh(spec: MeshSpec = MeshSpec(), devices=None) -> jax.sharding.Mesh:
-  """A (data, fsdp) mesh over `devices` (default: all devices of all processes)."""
-  devices = list(jax.devices() if devices is None else devices)
+  """A (data, fsdp) mesh over `devices` (default: all devices of all processes).
+
+  Devices are ordered by (process, id) before the reshape, so process p's devices hold the
+  global batch rows [p * local, (p + 1) * local): the global batch is the processes' local
+  batches in process order, whatever the platform's own device order, and `fsdp` groups of
+  consecutive devices stay inside one host when fsdp <= local devices.
+  """
+  devices = sorted(jax.devices() if devices is None else devices,
+                   key=lambda d: (d.process_index, d.id))
   n = len(devices)
   fsdp = spec.fsdp
   if fsdp < 1 or n % fsdp:
@@ -51,8 +58,8 @@ def make_mesh(spec: MeshSpec = MeshSpec(), devices=None) -> jax.sharding.Mesh:
   if data * fsdp != n:
     raise ValueError(f'mesh data={spec.data} x fsdp={fsdp} = {data * fsdp} devices, but there '
                      f'are {n}; set mesh.data=-1 to use all of them')
-  return jax.make_mesh((data, fsdp), ('data', 'fsdp'), devices=devices,
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+  return jax.sharding.Mesh(np.asarray(devices, dtype=object).reshape(data, fsdp),
+                           ('data', 'fsdp'), axis_types=(AxisType.Auto, AxisType.Auto))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -93,7 +100,8 @@ def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
   if global_batch % n:
     raise ValueError(f'the global batch {global_batch} does not split over {n} devices; use a '
                      f'multiple of {n}')
-  return global_batch // jax.process_count()
+  mine = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+  return global_batch // n * mine
 
 
 def global_batch(local: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
@@ -101,6 +109,29 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> di
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local.items()}
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy copies of a tree of arrays, on every process, whatever their sharding.
+
+  Fully addressable arrays (one process) are copied directly; arrays replicated over several
+  processes (metrics, the step) from this process's first shard; arrays split over several
+  processes (FSDP params, batch-sharded outputs) are gathered, which is a collective: every
+  process must call this with the same tree.
+  """
+  leaves = jax.tree.leaves(tree)
+  if all(getattr(x, 'is_fully_addressable', True) for x in leaves):
+    return jax.tree.map(np.asarray, jax.device_get(tree))
+
+  def one(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+  return jax.tree.map(one, tree)
 
 
 def describe(mesh: jax.sharding.Mesh) -> str:

@@ -9,7 +9,9 @@ ALITOK_REFERENCE.md section 3; the step is `ar_steps.py`. Data are pretokenized 
 tests, synthetic code sequences. Logs loss, token accuracy, learning rate, steps/s and tokens/s;
 evaluates the loss on held-out codes; draws sample grids through the tokenizer when one is given;
 checkpoints (with the data iterator) every `ckpt_every` and on SIGTERM; exports W/model, the
-params-only directory that `Generator.load` and the sampling command read.
+params-only directory that `Generator.load` and the sampling command read. Multi-process
+(launch/): every process runs this loop on its own batches of the global stream; only process 0
+writes logs and pictures; checkpoints and exports are collective Orbax writes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from alitok_jax import checkpoint, viz
 from alitok_jax.models import build, variants
+from alitok_jax.parallel import distributed
 from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.train import ar_steps, checkpoints, loop, optim, train_data
 from alitok_jax.train.metric_writers import MetricWriter
@@ -68,9 +71,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   state_sharding = mesh_lib.state_shardings(abstract_state, mesh, mesh_spec)
   abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                 abstract_state, state_sharding)
-  writer.write_text(loop.memory_estimate(abstract_state, mesh, config.batch_size,
-                                         activation_bytes=_activation_bytes(cfg, local_batch,
-                                                                            config)))
+  writer.write_text(loop.memory_estimate(
+      abstract_state, mesh, config.batch_size,
+      activation_bytes=_activation_bytes(cfg, config.batch_size // mesh.devices.size, config)))
 
   batches = train_data.CodeBatches(config, local_batch, mesh, cfg)
   held_out = train_data.held_out_codes(config, config.eval_codes, cfg)
@@ -82,7 +85,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write_text('started AR training from random weights')
   else:
     state = restored[1]
-    writer.write_text(f'resumed from {ckpt.directory}/{restored[0]} (step {int(state["step"])})')
+    writer.write_text(f'resumed from {ckpt.directory}/{restored[0]} (step {restored[0]})')
+    if not ckpt.data_restored:
+      batches.restart_at(restored[0])
   writer.write_text(f'AR-{config.model}: {loop.describe_params(state["params"])} params, global '
                     f'batch {config.batch_size} x {cfg.image_seq_len} tokens, {total} steps, '
                     f'accumulation {config.accum_steps}, remat {config.remat}, {config.dtype} compute')
@@ -95,13 +100,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   key = jax.random.key(config.seed)
 
   def evaluate() -> dict[str, float]:
-    window = loop.MetricWindow()
-    for i in range(0, len(held_out['codes']) - local_batch + 1, local_batch):
-      chunk = {k: v[i:i + local_batch] for k, v in held_out.items()}
+    """Mean metrics over whole global batches of the held-out codes (process p feeds rows
+    [p * local, (p + 1) * local) of each, so any process count sees the same batches)."""
+    window, size = loop.MetricWindow(), config.batch_size
+    start = jax.process_index() * local_batch
+    for i in range(0, len(held_out['codes']) - size + 1, size):
+      chunk = {k: v[i + start:i + start + local_batch] for k, v in held_out.items()}
       window.add(eval_fn(state['params'], mesh_lib.global_batch(chunk, mesh)))
     return {f'eval/{k}': v for k, v in window.mean().items()}
 
-  step = first_step = int(state['step'])
+  step = first_step = int(mesh_lib.to_host(state['step']))
   if step >= total:
     writer.write_text(f'training already finished at step {step}; nothing to do')
   window = loop.MetricWindow()
@@ -121,7 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_text(f'  step {step}/{total} '
                           + loop.eta(step, total, scalars.get('perf/steps_per_s')))
         final.update(scalars)
-      if loop.every(step, config.eval_every, total) and len(held_out['codes']) >= local_batch:
+      if (loop.every(step, config.eval_every, total)
+          and len(held_out['codes']) >= config.batch_size):
         scalars = evaluate()
         writer.write_scalars(step, scalars)
         final.update(scalars)
@@ -138,26 +147,37 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_text(f'{why}: saved a checkpoint at step {step}; rerun the same command '
                           'to resume')
         break
-  if step >= total and not (workdir / MODEL_DIR / checkpoint.CONFIG_FILE).exists():
+  if step >= total and not distributed.primary_value(
+      (workdir / MODEL_DIR / checkpoint.CONFIG_FILE).exists()):
     _export(workdir / MODEL_DIR, cfg, state, ckpt)
   ckpt.close()
   writer.close()
   return final
 
 
-def _activation_bytes(cfg: variants.ARConfig, local_batch: int, config) -> int:
-  """A rough per-device activation estimate: saved block inputs and attention/FFN intermediates."""
-  per_device = max(local_batch // max(jax.local_device_count(), 1), 1) // config.accum_steps
-  tokens = per_device * cfg.image_seq_len
-  per_layer = tokens * (10 * cfg.width + 3 * cfg.ffn_hidden) * 2  # bf16
-  logits = tokens * cfg.codebook_size * 4 * 2  # float32 logits and their gradient
-  return cfg.depth * per_layer + logits
+def _activation_bytes(cfg: variants.ARConfig, per_device: int, config) -> int:
+  """A rough per-device activation estimate of one micro-batch: the transformer's saved
+  activations (one block input per layer under remat) and the float32 logits and gradient."""
+  micro = max(per_device // config.accum_steps, 1)
+  tokens = cfg.seq_len  # the class token and the codes
+  dtype_bytes = jnp.dtype(config.dtype).itemsize
+  if config.remat:
+    inputs = cfg.depth * micro * tokens * cfg.width * dtype_bytes  # saved block inputs
+    blocks = inputs + loop.transformer_activation_bytes(  # one block recomputed at a time
+        micro, tokens, cfg.width, cfg.ffn_hidden, 1, cfg.heads, dtype_bytes=dtype_bytes)
+  else:
+    blocks = loop.transformer_activation_bytes(micro, tokens, cfg.width, cfg.ffn_hidden,
+                                               cfg.depth, cfg.heads, dtype_bytes=dtype_bytes)
+  return blocks + micro * tokens * cfg.codebook_size * 4 * 2
 
 
 def _sample_grid(config, cfg, params, writer, step: int) -> None:
-  """A grid of samples (one row per class of `sample_classes`) through the tokenizer."""
+  """A grid of samples (one row per class of `sample_classes`) through the tokenizer.
+
+  Every process samples (the Generator spreads the batch over all devices); process 0 writes.
+  """
   from alitok_jax import Generator, Tokenizer
-  gen = Generator(cfg, jax.device_get(params), dtype=config.dtype)
+  gen = Generator(cfg, mesh_lib.to_host(params), dtype=config.dtype)
   tok = _sample_grid.tokenizer = getattr(_sample_grid, 'tokenizer', None) or Tokenizer.load(
       config.tokenizer, dtype=config.dtype)
   classes = list(config.sample_classes)
@@ -171,7 +191,9 @@ def _sample_grid(config, cfg, params, writer, step: int) -> None:
 
 
 def _export(directory: pathlib.Path, cfg, state: dict, ckpt) -> None:
+  """The params-only model directory; collective (each process writes its shards)."""
   ckpt.wait()
-  checkpoint.save_model_dir(directory, cfg, jax.device_get(state['params']), overwrite=True,
-                            metadata={'step': int(state['step'])})
-  print(f'exported the AR model to {directory}', flush=True)
+  checkpoint.save_model_dir(directory, cfg, state['params'], overwrite=True,
+                            metadata={'step': int(mesh_lib.to_host(state['step']))})
+  if jax.process_index() == 0:
+    print(f'exported the AR model to {directory}', flush=True)

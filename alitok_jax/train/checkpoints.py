@@ -7,6 +7,13 @@ keeping the newest `keep` steps; writes are atomic (Orbax finalises a step only 
 Restoring goes against an abstract target that carries the shardings of *this* run, so a run can
 resume on a different device count. `PreemptionGuard` turns SIGTERM into "save now and stop".
 
+With several processes, saving and restoring are collective (every process calls them, each
+writes and reads its own shards, process 0 finalises), and the workdir must be storage that
+every host sees (a shared file system or a bucket). The iterator files are per process count:
+a run resumed by another number of processes restores the train state and finds no iterator
+state of its own (`data_restored` is False); the trainers then restart the data stream at the
+restored step, which with `data.pipeline`'s global stream gives the same batches.
+
 Params-only exports for sampling and conversion are `checkpoint.save_model_dir`'s business.
 """
 
@@ -31,6 +38,7 @@ class TrainCheckpointer:
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'data'))
+    self.data_restored = False  # whether the last restore moved the data iterator
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -47,8 +55,10 @@ class TrainCheckpointer:
     """(step, state) of the newest (or given) checkpoint, or None when there is none.
 
     `abstract_state`: ShapeDtypeStructs with the shardings to restore into. The data iterator,
-    when given and saved, is moved to its saved position in place.
+    when given and saved by this number of processes, is moved to its saved position in place
+    (then `data_restored` is True).
     """
+    self.data_restored = False
     step = self.latest_step() if step is None else step
     if step is None:
       return None
@@ -56,9 +66,11 @@ class TrainCheckpointer:
     if data_iterator is not None:
       if self._data_file(step).exists():
         args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-      else:  # e.g. written by a different number of processes
-        print(f'note: {self._data_file(step)} is missing, so the data iterator starts afresh '
-              '(the train state is restored)', flush=True)
+        self.data_restored = True
+      elif jax.process_index() == 0:  # e.g. written by a different number of processes
+        print(f'note: {self._data_file(step)} is missing (a checkpoint of another process '
+              'count?): the train state is restored and the data stream restarts at the '
+              "restored step's batch", flush=True)
     restored = self._manager.restore(step, args=ocp.args.Composite(**args))
     return step, restored['state']
 

@@ -2,7 +2,10 @@
 
 The loops themselves (`tokenizer_trainer.py`, `ar_trainer.py`) read top to bottom like
 big_vision's `train.py`; these helpers keep them short. Metrics stay on the device until a log
-step, then one `device_get` fetches the whole window.
+step, then one fetch (`parallel.mesh.to_host`, which also reads arrays replicated over several
+processes) brings the whole window to the host. The memory estimate printed at start is
+per device: params and optimizer state from their shardings, activations from rough per-layer
+counts (see `transformer_activation_bytes`, `tokenizer_activation_bytes`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from alitok_jax.parallel import mesh as mesh_lib
 
 
 def every(step: int, interval: int, last: int | None = None) -> bool:
@@ -29,7 +34,7 @@ class MetricWindow:
     self._items.append(metrics)
 
   def mean(self) -> dict[str, float]:
-    items, self._items = jax.device_get(self._items), []
+    items, self._items = mesh_lib.to_host(self._items), []
     keys = sorted({k for m in items for k in m})
     return {k: float(np.mean([m[k] for m in items if k in m])) for k in keys}
 
@@ -93,3 +98,47 @@ def memory_estimate(abstract_state: Any, mesh: Any, global_batch: int, *,
   return (f'memory per device (estimate): params {gib(params)}, optimizer state and the rest '
           f'{gib(opt)}, activations ~{gib(activation_bytes)} at global batch {global_batch} '
           f'over {mesh.devices.size} device(s)')
+
+
+def transformer_activation_bytes(batch: int, tokens: int, width: int, mlp_width: int,
+                                 layers: int, heads: int, *, dtype_bytes: int = 2) -> int:
+  """What a pre-norm transformer keeps from its forward for the backward, roughly.
+
+  Per layer and token ~10 x width values (block input, norms, q/k/v, attention output,
+  residuals) and 3 x MLP width (the MLP's hidden activations) in the compute dtype, plus the
+  float32 attention probabilities (heads x tokens^2 per sequence), which unfused attention
+  materialises. batch: sequences per device.
+  """
+  per_layer = batch * tokens * (10 * width + 3 * mlp_width) * dtype_bytes
+  scores = batch * heads * tokens * tokens * 4
+  return layers * (per_layer + scores)
+
+
+def tokenizer_activation_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2,
+                               perceptual: bool = False, lpips: bool = False,
+                               gan: bool = False) -> int:
+  """A rough per-device activation estimate for one tokenizer training step.
+
+  cfg: a TokenizerConfig; batch: images per device. Encoder (patches + latent tokens) and decoder
+  (buffer + latent tokens) transformers; float32 image-sized tensors of the decoder head and the
+  pixel losses; the loss networks' saved activations, which at 256 pixels dominate: LPIPS's
+  VGG-16 keeps ~36M values per image (pre- and post-ReLU features), the perceptual ConvNeXt-S at
+  224 pixels ~35M, the discriminator ~6 x 128 channels at full resolution (float32 each).
+  """
+  enc, dec = cfg.encoder, cfg.decoder
+  total = transformer_activation_bytes(batch, cfg.num_patches + cfg.num_latent_tokens,
+                                       enc.width, enc.mlp_width, enc.layers, enc.heads,
+                                       dtype_bytes=dtype_bytes)
+  total += transformer_activation_bytes(batch, cfg.buffer_tokens + cfg.num_latent_tokens,
+                                        dec.width, dec.mlp_width, dec.layers, dec.heads,
+                                        dtype_bytes=dtype_bytes)
+  pixels = cfg.image_size * cfg.image_size
+  total += batch * pixels * 3 * 4 * 16
+  area = pixels / 256**2
+  if lpips:
+    total += int(batch * 36e6 * area * 4)
+  if perceptual:
+    total += int(batch * 35e6 * 4)
+  if gan:
+    total += batch * pixels * 128 * 6 * 4
+  return int(total)

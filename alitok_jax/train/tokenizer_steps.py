@@ -40,7 +40,7 @@ from alitok_jax.models import tokenizer as tokenizer_lib
 from alitok_jax.train import optim
 
 # The reference's prefix loss: 10 x MSE of the prefix row, scaled by its share of tokens (17/256).
-PREFIX_LOSS_SCALE = 10.0 * 17.0 / 256.0
+PREFIX_LOSS_SCALE = 10.0 * 17.0 / 256.0  # at the released sizes; generator_loss computes it
 FROZEN_STAGE2 = ('encoder', 'quantize', 'latent_tokens')
 
 
@@ -129,9 +129,12 @@ def generator_loss(s: StepSettings, trainable: dict, frozen: dict, aux: dict, x:
   parts = {'loss/mse': jnp.mean((x - recon) ** 2)}
   total = parts['loss/mse']
   if prefix is not None:
-    target = tokenizer_lib.prefix_target(x, patch_size=prefix.shape[1])  # [B, p, 17 p, 3]
+    p = prefix.shape[1]
+    target = tokenizer_lib.prefix_target(x, patch_size=p)  # [B, p, 17 p, 3]
     parts['loss/prefix'] = jnp.mean((target - prefix) ** 2)
-    total = total + PREFIX_LOSS_SCALE * parts['loss/prefix']
+    # 10 x (prefix tokens / grid tokens): 10 x 17 / 256 at the released sizes.
+    scale = 10.0 * (prefix.shape[2] // p) / (x.shape[1] // p) ** 2
+    total = total + scale * parts['loss/prefix']
   if s.perceptual_weight > 0:
     from alitok_jax.losses import perceptual as perceptual_loss
     net = nnx.merge(s.perceptual, aux['perceptual'])
@@ -203,6 +206,28 @@ def discriminator_step(s: StepSettings, state: dict, aux: dict, batch: dict):
              'disc/grad_norm': optax.tree.norm(grads)}
   metrics.update(_codebook_stats(q.codes, _codebook_size(state)))
   return new, metrics
+
+
+def codebook_from_data(s: StepSettings, state: dict, batch: dict, key: jax.Array) -> dict:
+  """Sets every codebook entry to a distinct encoder output of `batch` (a data-dependent start).
+
+  Not the reference's (it draws N(0, 0.02)); an option for short runs, where codes that start far
+  from the encoder's outputs all lose to one nearest entry and the codebook collapses before the
+  clustering can spread it. With fewer tokens than entries, tokens are reused with a 1e-3 nudge.
+  """
+  params = {**state['params'], **state['frozen']}
+  z = nnx.merge(s.model, params).encode(_images(batch))
+  flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)  # [M, C]
+  v = params['quantize']['codebook'].shape[0]
+  k_pick, k_noise = jax.random.split(key)
+  reuse = flat.shape[0] < v  # fewer tokens than entries: reuse tokens, nudged apart
+  picks = jax.random.choice(k_pick, flat.shape[0], (v,), replace=reuse)
+  entries = flat[picks]
+  if reuse:
+    entries = entries + 1e-3 * jnp.std(flat) * jax.random.normal(k_noise, entries.shape)
+  owner = 'params' if 'quantize' in state['params'] else 'frozen'
+  quantize = {**state[owner]['quantize'], 'codebook': entries}
+  return {**state, owner: {**state[owner], 'quantize': quantize}}
 
 
 def reconstruct(model: nnx.GraphDef, params: dict, images: jax.Array) -> jax.Array:

@@ -13,6 +13,9 @@ ALITOK_REFERENCE.md section 2; the iteration itself is `tokenizer_steps.py`. In 
 4. every `ckpt_every`, at the end and on SIGTERM: a checkpoint; at the end (and every
    `export_every`): the params-only model directory W/model that stage 2, pretokenization and
    the API read.
+Multi-process (launch/): every process runs this same loop on its own batches of the global
+stream; metrics and the step are read with `mesh_lib.to_host`; only process 0 writes logs and
+pictures; checkpoints and exports are collective Orbax writes.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
 from alitok_jax import checkpoint, viz
 from alitok_jax.eval import image_metrics
 from alitok_jax.models import build, variants
 from alitok_jax.models import discriminator as disc_lib
+from alitok_jax.parallel import distributed
 from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.train import checkpoints, loop, optim, tokenizer_init, train_data
 from alitok_jax.train import tokenizer_steps as steps
@@ -99,22 +102,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   state_sharding = mesh_lib.state_shardings(abstract_state, mesh, mesh_spec)
   abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                 abstract_state, state_sharding)
+  activations = loop.tokenizer_activation_bytes(
+      tok_cfg, max(config.batch_size // mesh.devices.size, 1),
+      dtype_bytes=compute_dtype.itemsize, gan=has_gan,
+      perceptual=any(p.perceptual_weight > 0 for p in phases),
+      lpips=any(p.lpips_weight > 0 for p in phases))
+  writer.write_text(loop.memory_estimate(abstract_state, mesh, config.batch_size,
+                                         activation_bytes=activations))
 
-  # Data: this process's shard of the training set, held-out images for evaluation.
+  # Data: this process's batches of the training stream, held-out images for evaluation.
   batches = train_data.ImageBatches(config.data, local_batch=local_batch,
                                     image_size=tok_cfg.image_size, seed=config.seed)
   eval_images = train_data.held_out_images(config, config.eval_images, tok_cfg.image_size)
 
   ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints)
   restored = ckpt.restore(abstract_state, batches.iterator)
+  fresh_codebook = False
   if restored is None:
     state = jax.jit(init_state, static_argnums=0, out_shardings=state_sharding)(
         config.seed, init_params)
     writer.write_text(f'started stage-{config.stage} training from '
                       f'{config.init_from or "random weights"}')
+    fresh_codebook = config.codebook_init == 'data' and not config.init_from
   else:
     state = restored[1]
-    writer.write_text(f'resumed from {ckpt.directory}/{restored[0]} (step {int(state["step"])})')
+    writer.write_text(f'resumed from {ckpt.directory}/{restored[0]} (step {restored[0]})')
+    if not ckpt.data_restored:  # (a data-initialised codebook took batch 0 before step 0)
+      data_codebook = config.get('codebook_init') == 'data' and not config.init_from
+      batches.restart_at(restored[0] + int(data_codebook))
   writer.write_text(f'tokenizer {config.model}: trainable {loop.describe_params(state["params"])}'
                     f', frozen {loop.describe_params(state["frozen"])} params; global batch '
                     f'{config.batch_size}, {total} steps in {len(phases)} phase(s): '
@@ -123,29 +138,40 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   loss_graphdefs, loss_params = _loss_networks(config, phases)
   loss_params = jax.device_put(loss_params, mesh_lib.replicated(mesh))
 
-  @functools.lru_cache(maxsize=None)
-  def compiled(phase: optim.Phase, discriminator_turn: bool):
-    settings = steps.StepSettings(
+  def settings_for(phase: optim.Phase) -> steps.StepSettings:
+    return steps.StepSettings(
         model=model_graphdef, disc=disc_graphdef, perceptual=loss_graphdefs['perceptual'],
         lpips=loss_graphdefs['lpips'], schedule=schedule, tx=tx, disc_tx=disc_tx,
         stage=config.stage, clustering=config.clustering_vq,
         perceptual_weight=phase.perceptual_weight, lpips_weight=phase.lpips_weight,
-        gan=phase.gan, disc_factor=config.gan.disc_factor, disc_weight=config.gan.disc_weight)
+        gan=phase.gan, disc_factor=config.gan.disc_factor, disc_weight=config.gan.disc_weight,
+        quantizer_weight=config.quantizer_weight)
+
+  @functools.lru_cache(maxsize=None)
+  def compiled(phase: optim.Phase, discriminator_turn: bool):
+    settings = settings_for(phase)
     fn = steps.discriminator_step if discriminator_turn else steps.generator_step
     return jax.jit(functools.partial(fn, settings), donate_argnums=0,
                    out_shardings=(state_sharding, mesh_lib.replicated(mesh)))
+
+  if fresh_codebook:  # consumes the first batch, before any checkpoint: resumes stay exact
+    state = jax.jit(functools.partial(steps.codebook_from_data, settings_for(phases[0])))(
+        state, mesh_lib.global_batch({'image': batches.next()['image']}, mesh),
+        jax.random.key(config.seed))
+    writer.write_text('codebook initialised from the encoder outputs of the first batch')
 
   eval_fn = jax.jit(functools.partial(steps.reconstruct, model_graphdef))
 
   def evaluate(step: int) -> dict[str, float]:
     params = {**state['params'], **state['frozen']}
-    recons = []
-    for i in range(0, len(eval_images), local_batch):
-      chunk = eval_images[i:i + local_batch]
-      padded = np.concatenate([chunk, np.repeat(chunk[-1:], local_batch - len(chunk), 0)])
-      out = eval_fn(params, mesh_lib.global_batch({'image': padded}, mesh)['image'])
-      recons.append(np.asarray(multihost_utils.process_allgather(out, tiled=True)
-                               if jax.process_count() > 1 else out)[:len(chunk)])
+    recons, size = [], config.batch_size  # global chunks; process p feeds rows p * local, ...
+    start = jax.process_index() * local_batch
+    for i in range(0, len(eval_images), size):
+      chunk = eval_images[i:i + size]
+      padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
+      local = padded[start:start + local_batch]
+      out = eval_fn(params, mesh_lib.global_batch({'image': local}, mesh)['image'])
+      recons.append(mesh_lib.to_host(out)[:len(chunk)])
     recon = viz.to_uint8(np.concatenate(recons)).astype(np.float32) / 255.0
     originals = eval_images.astype(np.float32) / 255.0
     metrics = {'eval/psnr': float(image_metrics.psnr(originals, recon).mean()),
@@ -154,7 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write_images(step, {'reconstructions': viz.grid([eval_images[:n], recon[:n]])})
     return metrics
 
-  step = first_step = int(state['step'])
+  step = first_step = int(mesh_lib.to_host(state['step']))
   if step >= total:
     writer.write_text(f'training already finished at step {step}; nothing to do')
   window, timer = loop.MetricWindow(), loop.Throughput(config.batch_size)
@@ -192,7 +218,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_text(f'{why}: saved a checkpoint at step {step}; rerun the same command '
                           'to resume')
         break
-  if step >= total and not (workdir / MODEL_DIR / checkpoint.CONFIG_FILE).exists():
+  if step >= total and not distributed.primary_value(
+      (workdir / MODEL_DIR / checkpoint.CONFIG_FILE).exists()):
     _export(workdir / MODEL_DIR, tok_cfg, state, ckpt)
   ckpt.close()
   writer.close()
@@ -200,10 +227,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _export(directory: pathlib.Path, tok_cfg, state: dict, ckpt) -> None:
-  """Writes the params-only model directory (and the codebook usage in stage 1)."""
+  """Writes the params-only model directory (and the codebook usage in stage 1).
+
+  Collective: every process passes its shards of the (possibly FSDP-sharded) params to Orbax.
+  """
   ckpt.wait()
-  params = jax.device_get({**state['params'], **state['frozen']})
-  usage = np.asarray(jax.device_get(state['usage'])) if 'usage' in state else None
+  params = {**state['params'], **state['frozen']}
+  usage = mesh_lib.to_host(state['usage']) if 'usage' in state else None
   checkpoint.save_model_dir(directory, tok_cfg, params, codebook_usage=usage, overwrite=True,
-                            metadata={'step': int(state['step'])})
-  print(f'exported the tokenizer to {directory}', flush=True)
+                            metadata={'step': int(mesh_lib.to_host(state['step']))})
+  if jax.process_index() == 0:
+    print(f'exported the tokenizer to {directory}', flush=True)

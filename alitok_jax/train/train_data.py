@@ -1,8 +1,11 @@
 """The trainers' view of `alitok_jax.data`: a config's data section -> this process's batches.
 
-Each process reads its own shard (grain shard options from the process index and count) and
-feeds `local_batch` rows; `parallel.mesh.global_batch` assembles the global array. Iterators are
-grain's, so `train.checkpoints` saves and restores their position with the train state.
+Each process reads its own batches of one global shuffled stream (process p of P takes batches
+p, p + P, ...; `data.pipeline.build_loader`) and feeds `local_batch` rows;
+`parallel.mesh.global_batch` assembles the global array, so global batch t is the same for any
+number of processes with the same global batch size. Iterators are grain's, so
+`train.checkpoints` saves and restores their position with the train state; `restart_at(t)`
+positions a fresh stream at step t when no saved position fits (another process count).
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ class ImageBatches:
   """Endless shuffled, augmented batches {'image': uint8 [b, S, S, 3], 'label': int32 [b]}."""
 
   def __init__(self, data: Any, *, local_batch: int, image_size: int, seed: int):
-    source = image_source(data, image_size=image_size, seed=seed)
-    self.loader = pipeline.image_loader(
-        source, batch_size=local_batch, seed=seed, train=True, image_size=image_size,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        worker_count=data.get('worker_count', 0))
+    self._source = image_source(data, image_size=image_size, seed=seed)
+    self._kwargs = dict(batch_size=local_batch, seed=seed, train=True, image_size=image_size,
+                        shard_index=jax.process_index(), shard_count=jax.process_count(),
+                        worker_count=data.get('worker_count', 0))
+    self.restart_at(0)
+
+  def restart_at(self, step: int) -> None:
+    """A fresh stream whose next batch is this process's batch of global step `step`."""
+    self.loader = pipeline.image_loader(self._source, start_batch=step, **self._kwargs)
     self.iterator = iter(self.loader)  # what checkpoints save
 
   def next(self) -> dict[str, np.ndarray]:
@@ -162,11 +169,20 @@ class CodeBatches:
       self._tokenizer = (tok._graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh)))
       self.iterator = self._images.iterator
     else:
-      source = _code_source(data, ar_cfg, config.seed)
-      loader = pipeline.build_loader(
-          len(source), _Record(source), batch_size=local_batch, seed=config.seed, train=True,
-          shard_index=jax.process_index(), shard_count=jax.process_count(), num_epochs=None,
-          worker_count=data.get('worker_count', 0))
+      self._source = _code_source(data, ar_cfg, config.seed)
+      self._kwargs = dict(batch_size=local_batch, seed=config.seed, train=True,
+                          shard_index=jax.process_index(), shard_count=jax.process_count(),
+                          num_epochs=None, worker_count=data.get('worker_count', 0))
+      self.restart_at(0)
+
+  def restart_at(self, step: int) -> None:
+    """A fresh stream whose next batch is this process's batch of global step `step`."""
+    if self._tokenizer is not None:
+      self._images.restart_at(step)
+      self.iterator = self._images.iterator
+    else:
+      loader = pipeline.build_loader(len(self._source), _Record(self._source), start_batch=step,
+                                     **self._kwargs)
       self.iterator = iter(loader)  # what checkpoints save
 
   def next(self) -> dict[str, jax.Array]:
