@@ -26,6 +26,7 @@ MODES = {
     'train_tokenizer': 'alitok_jax.train.tokenizer_trainer:run',
     'pretokenize': 'alitok_jax.train.pretokenize:run',
     'train_ar': 'alitok_jax.train.ar_trainer:run',
+    'demo': 'alitok_jax.demo:run',
 }
 
 

@@ -59,6 +59,10 @@ def tokenizer_config(stage: int, variant: str) -> ml_collections.ConfigDict:
       dict(name='gan', steps=100_000, lr=2e-6, perceptual_weight=1.0, gan=True),
   )
   c.clustering_vq = stage == 1  # online clustered codebook (stage 1 only)
+  c.quantizer_weight = 1.0  # the reference's quantizer_weight (stage 1)
+  # random: N(0, 0.02) as the reference; data: entries start as encoder outputs of the first
+  # batch (for short runs, where a random start collapses before the clustering spreads it).
+  c.codebook_init = 'random'
   c.perceptual = ml_collections.ConfigDict()
   c.perceptual.enabled = True
   c.perceptual.model_dir = 'weights/convnext_small'  # from torchvision's convnext_small-0c510722.pth

@@ -73,6 +73,22 @@ def test_stage1_step_updates_codebook_by_clustering():
   assert {'loss/quantizer', 'loss/prefix', 'codebook/perplexity'} <= set(metrics)
 
 
+def test_codebook_from_data_uses_distinct_encoder_outputs():
+  s, state, batch = _setup(1, gan=False)
+  new = jax.jit(functools.partial(steps.codebook_from_data, s))(state, batch, jax.random.key(0))
+  codebook = np.asarray(new['params']['quantize']['codebook'])
+  model = nnx.merge(s.model, new['params'])
+  z = np.asarray(model.encode(batch['image'].astype(jnp.float32) / 255.0)).reshape(-1, 32)
+  # 546 tokens for 4096 entries: every entry is one of the batch's encoder outputs, nudged by
+  # 1e-3 of their spread so that no two entries coincide.
+  nearest = np.sqrt(((codebook[:, None] - z[None]) ** 2).sum(-1).min(1))
+  assert nearest.max() < 1e-2 * z.std() * np.sqrt(32)
+  assert len(np.unique(codebook, axis=0)) == len(codebook)
+  _, metrics = jax.jit(functools.partial(steps.generator_step, s))(new, {}, batch)
+  _, before = jax.jit(functools.partial(steps.generator_step, s))(state, {}, batch)
+  assert metrics['codebook/used_in_batch'] > before['codebook/used_in_batch']
+
+
 def test_discriminator_step_moves_only_the_discriminator():
   s, state, batch = _setup(2, gan=True)
   before = jax.device_get(state)

@@ -173,6 +173,15 @@ TOKENIZER = {
     # CPU-sized, same token layout (the parity fixtures use these widths).
     'tiny_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1),
     'tiny_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2),
+    # The CPU demo's: AliTok's token layout at a laptop's scale. 32-pixel images in 4-pixel
+    # patches give an 8 x 8 grid, so 9 prefix tokens (the top-left patch, then the first patch
+    # row) + 64 grid tokens = 73 codes, from a codebook of 512.
+    'demo_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1,
+                                   image_size=32, patch_size=4, prefix_tokens=9,
+                                   codebook_size=512),
+    'demo_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2,
+                                   image_size=32, patch_size=4, prefix_tokens=9,
+                                   codebook_size=512),
 }
 
 AR = {
@@ -180,6 +189,9 @@ AR = {
     'L': ARConfig(width=1024, depth=24, heads=16),
     'XL': ARConfig(width=1280, depth=32, heads=16),
     'tiny': ARConfig(width=128, depth=2, heads=8),
+    # The CPU demo's: over the demo tokenizer's 73 codes from 512, for 10 synthetic classes.
+    'demo': ARConfig(width=128, depth=2, heads=8, codebook_size=512, num_classes=10,
+                     image_seq_len=73, prefix_tokens=9),
 }
 
 # Heads cannot be read off weight shapes; these are the released widths' head counts, which the
