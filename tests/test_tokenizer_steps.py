@@ -11,7 +11,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import nnx
 
 from alitok_jax.models import build, variants

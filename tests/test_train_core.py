@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from alitok_jax.parallel import mesh as mesh_lib
