@@ -112,7 +112,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step = first_step = int(mesh_lib.to_host(state['step']))
   if step >= total:
     writer.write_text(f'training already finished at step {step}; nothing to do')
-  window = loop.MetricWindow()
+  window, sample_tokenizer = loop.MetricWindow(), None
   timer = loop.Throughput(config.batch_size * cfg.image_seq_len)
   final: dict[str, float] = {}
   with checkpoints.PreemptionGuard() as guard:
@@ -135,7 +135,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_scalars(step, scalars)
         final.update(scalars)
       if config.tokenizer and loop.every(step, config.sample_every, total):
-        _sample_grid(config, cfg, state['params'], writer, step)
+        if sample_tokenizer is None:
+          from alitok_jax import Tokenizer  # pylint: disable=import-outside-toplevel
+          sample_tokenizer = Tokenizer.load(config.tokenizer, dtype=config.dtype)
+        _sample_grid(config, cfg, sample_tokenizer, state['params'], writer, step)
       stop = guard.should_stop() or (config.steps_per_run > 0 and
                                      step - first_step >= config.steps_per_run)
       if loop.every(step, config.ckpt_every, total) or stop:
@@ -171,15 +174,13 @@ def _activation_bytes(cfg: variants.ARConfig, per_device: int, config) -> int:
   return blocks + micro * tokens * cfg.codebook_size * 4 * 2
 
 
-def _sample_grid(config, cfg, params, writer, step: int) -> None:
+def _sample_grid(config, cfg, tok, params, writer, step: int) -> None:
   """A grid of samples (one row per class of `sample_classes`) through the tokenizer.
 
   Every process samples (the Generator spreads the batch over all devices); process 0 writes.
   """
-  from alitok_jax import Generator, Tokenizer
+  from alitok_jax import Generator  # pylint: disable=import-outside-toplevel
   gen = Generator(cfg, mesh_lib.to_host(params), dtype=config.dtype)
-  tok = _sample_grid.tokenizer = getattr(_sample_grid, 'tokenizer', None) or Tokenizer.load(
-      config.tokenizer, dtype=config.dtype)
   classes = list(config.sample_classes)
   labels = np.repeat(np.asarray(classes, np.int32), config.samples_per_class)
   codes = gen.sample(labels, guidance_scale=config.sample_guidance,
