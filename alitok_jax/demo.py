@@ -26,18 +26,9 @@ import time
 import ml_collections
 import numpy as np
 
-from alitok_jax import Generator, Tokenizer, viz
+from alitok_jax import Generator, Tokenizer, config_files, viz
 from alitok_jax.data import synthetic
 from alitok_jax.eval import image_metrics
-
-
-def _load(name: str, variant: str) -> ml_collections.ConfigDict:
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  path = pathlib.Path(__file__).resolve().parents[1] / 'configs' / f'{name}.py'
-  spec = importlib.util.spec_from_file_location(f'configs_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
 
 
 def _quiet(c: ml_collections.ConfigDict, steps: int) -> None:
@@ -47,7 +38,7 @@ def _quiet(c: ml_collections.ConfigDict, steps: int) -> None:
 
 
 def _tokenizer_config(config, stage: int, init_from: str) -> ml_collections.ConfigDict:
-  c = _load(f'stage{stage}', 'tiny')
+  c = config_files.load(f'stage{stage}', 'tiny')
   steps = config.stage1_steps if stage == 1 else config.stage2_steps
   c.model = config.tokenizer_stage1 if stage == 1 else config.tokenizer_stage2
   c.init_from = init_from
@@ -64,7 +55,7 @@ def _tokenizer_config(config, stage: int, init_from: str) -> ml_collections.Conf
 
 
 def _pretokenize_config(config, tokenizer: str) -> ml_collections.ConfigDict:
-  c = _load('pretokenize', 'tiny')
+  c = config_files.load('pretokenize', 'tiny')
   c.tokenizer, c.random_tokenizer, c.dtype = tokenizer, '', config.dtype
   c.data.kind, c.data.num_classes = 'synthetic', config.num_classes
   c.data.size = config.dataset_size
@@ -74,7 +65,7 @@ def _pretokenize_config(config, tokenizer: str) -> ml_collections.ConfigDict:
 
 
 def _ar_config(config, codes: str, tokenizer: str) -> ml_collections.ConfigDict:
-  c = _load('ar', 'tiny')
+  c = config_files.load('ar', 'tiny')
   c.model, c.seed, c.dtype = config.ar_model, config.seed, config.dtype
   c.batch_size = config.ar_batch
   c.data.kind, c.data.codes_dir = 'codes', codes

@@ -3,12 +3,11 @@ shards; the AR trainer reads the shards."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
 
-from alitok_jax import Tokenizer
+from alitok_jax import Tokenizer, config_files
 from alitok_jax.data import code_shards, synthetic, transforms
 from alitok_jax.models import variants
 from alitok_jax.train import ar_trainer, pretokenize
@@ -17,10 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name: str, variant: str = 'tiny'):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(name, variant)
 
 
 def test_pretokenize_codes_match_encoding_and_rerun_skips(tmp_path, capsys):

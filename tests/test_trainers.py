@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from alitok_jax import checkpoint
+from alitok_jax import checkpoint, config_files
 from alitok_jax.train import ar_trainer, tokenizer_trainer
 from alitok_jax.train.metric_writers import read_metrics
 
@@ -19,10 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name: str, variant: str = 'tiny'):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_files.load(name, variant)
 
 
 def _exported(workdir) -> dict:

@@ -142,3 +142,20 @@ def tokenizer_activation_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2,
   if gan:
     total += batch * pixels * 128 * 6 * 4
   return int(total)
+
+
+def checkpoint_and_stop(step: int, *, total: int, first_step: int, config: Any, guard: Any,
+                        save: Any, export: Any, log: Any) -> bool:
+  """The tail of every training iteration: checkpoint every `ckpt_every` (and on a stop),
+  export every `export_every`; True when the run must stop now (SIGTERM, or `steps_per_run`
+  steps done in this invocation), after saving."""
+  stop = guard.should_stop() or (config.steps_per_run > 0 and
+                                 step - first_step >= config.steps_per_run)
+  if every(step, config.ckpt_every, total) or stop:
+    save()
+  if every(step, config.export_every, total):
+    export()
+  if stop:
+    why = guard.signal_name or f'steps_per_run={config.steps_per_run}'
+    log(f'{why}: saved a checkpoint at step {step}; rerun the same command to resume')
+  return stop

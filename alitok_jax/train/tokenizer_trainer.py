@@ -207,16 +207,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         eval_metrics = evaluate(step)
         writer.write_scalars(step, eval_metrics)
         final_metrics.update(eval_metrics)
-      stop = guard.should_stop() or (config.steps_per_run > 0 and
-                                     step - first_step >= config.steps_per_run)
-      if loop.every(step, config.ckpt_every, total) or stop:
-        ckpt.save(step, state, batches.iterator)
-      if loop.every(step, config.export_every, total):
-        _export(workdir / MODEL_DIR, tok_cfg, state, ckpt)
-      if stop:
-        why = guard.signal_name or f'steps_per_run={config.steps_per_run}'
-        writer.write_text(f'{why}: saved a checkpoint at step {step}; rerun the same command '
-                          'to resume')
+      if loop.checkpoint_and_stop(
+          step, total=total, first_step=first_step, config=config, guard=guard,
+          save=lambda: ckpt.save(step, state, batches.iterator),
+          export=lambda: _export(workdir / MODEL_DIR, tok_cfg, state, ckpt),
+          log=writer.write_text):
         break
   if step >= total and not distributed.primary_value(
       (workdir / MODEL_DIR / checkpoint.CONFIG_FILE).exists()):
