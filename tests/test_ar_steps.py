@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
-import sys
-import textwrap
 
+import isolated
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from alitok_jax.models import build, variants
 from alitok_jax.train import ar_steps, optim
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _setup(accum: int = 1, dropout: float = 0.0):
@@ -74,42 +69,34 @@ def test_dropout_and_label_dropout_depend_on_the_step():
   assert float(m0['loss']) != float(m1['loss'])
 
 
-_EIGHT_DEVICES = textwrap.dedent('''
-    import functools, jax, numpy as np
-    from alitok_jax.parallel import mesh as mesh_lib
-    from alitok_jax.train import ar_steps
-    import tests.test_ar_steps as t
-    assert jax.device_count() == 8
-    s, state, batch = t._setup(dropout=0.1)
-    out = []
-    for n, fsdp in ((1, 1), (8, 1), (8, 4)):
-      mesh = mesh_lib.make_mesh(mesh_lib.MeshSpec(fsdp=fsdp, fsdp_min_size=1),
-                                devices=jax.devices()[:n])
-      spec = mesh_lib.MeshSpec(fsdp=fsdp, fsdp_min_size=1)
-      shardings = mesh_lib.state_shardings(state, mesh, spec)
-      st = jax.device_put(jax.device_get(state), shardings)
-      b = mesh_lib.global_batch(jax.device_get(batch), mesh)
-      new, m = jax.jit(functools.partial(ar_steps.train_step, s), out_shardings=(shardings, None))(
-          st, b, jax.random.key(0))
-      out.append((jax.device_get(new), jax.device_get(m)))
-    ref = out[0]
-    for other in out[1:]:
-      np.testing.assert_allclose(ref[1]['loss'], other[1]['loss'], rtol=1e-5)
-      np.testing.assert_allclose(ref[1]['grad_norm'], other[1]['grad_norm'], rtol=1e-4)
-      worst = max(float(np.max(np.abs(x - y))) for x, y in zip(
-          jax.tree.leaves(ref[0]['params']), jax.tree.leaves(other[0]['params'])))
-      print('max parameter difference', worst)
-      assert worst < 5e-4, worst
-    print('OK')
-''')
+def check_eight_devices_and_fsdp_equal_one():
+  """(run by isolated.run on 8 fake devices) 1 device == 8 data-parallel == 8 with fsdp=4."""
+  from alitok_jax.parallel import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  assert jax.device_count() == 8
+  s, state, batch = _setup(dropout=0.1)
+  out = []
+  for n, fsdp in ((1, 1), (8, 1), (8, 4)):
+    mesh = mesh_lib.make_mesh(mesh_lib.MeshSpec(fsdp=fsdp, fsdp_min_size=1),
+                              devices=jax.devices()[:n])
+    spec = mesh_lib.MeshSpec(fsdp=fsdp, fsdp_min_size=1)
+    shardings = mesh_lib.state_shardings(state, mesh, spec)
+    st = jax.device_put(jax.device_get(state), shardings)
+    b = mesh_lib.global_batch(jax.device_get(batch), mesh)
+    new, m = jax.jit(functools.partial(ar_steps.train_step, s), out_shardings=(shardings, None))(
+        st, b, jax.random.key(0))
+    out.append((jax.device_get(new), jax.device_get(m)))
+  ref = out[0]
+  for other in out[1:]:
+    np.testing.assert_allclose(ref[1]['loss'], other[1]['loss'], rtol=1e-5)
+    np.testing.assert_allclose(ref[1]['grad_norm'], other[1]['grad_norm'], rtol=1e-4)
+    worst = max(float(np.max(np.abs(x - y))) for x, y in zip(
+        jax.tree.leaves(ref[0]['params']), jax.tree.leaves(other[0]['params'])))
+    print('max parameter difference', worst)
+    assert worst < 5e-4, worst
 
 
 def test_train_step_on_8_devices_and_fsdp_equals_1():
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO}
-  out = subprocess.run([sys.executable, '-c', _EIGHT_DEVICES], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
-  assert out.returncode == 0 and 'OK' in out.stdout, out.stdout + out.stderr[-3000:]
+  isolated.run('test_ar_steps:check_eight_devices_and_fsdp_equal_one', devices=8)
 
 
 def test_remat_gives_the_same_gradients():

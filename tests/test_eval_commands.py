@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import zipfile
 
+import isolated
 import numpy as np
 import pytest
 from conftest import REPO
@@ -19,9 +19,9 @@ from alitok_jax.eval import reference_batch as rb
 
 
 def _main(*args, devices: int = 1):
-  env = {**os.environ, 'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'}
   return subprocess.run([sys.executable, '-m', 'alitok_jax.main', *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=600, env=env)
+                        capture_output=True, text=True, timeout=600,
+                        env=isolated.fake_devices_env(devices))
 
 
 def _finite(results, keys):

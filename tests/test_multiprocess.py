@@ -13,6 +13,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -170,14 +171,20 @@ def test_stage1_two_processes_log_the_same_losses(tmp_path):
   _assert_params_close(two['params'], one['params'])
 
 
+def report_launch_environment():
+  """(started by launch/local.sh through tests/isolated.py) prints what local.sh set for this
+  process; process 1 then fails, and process 0 would wait for two minutes."""
+  e = os.environ
+  print(e['JAX_PROCESS_ID'], e['JAX_NUM_PROCESSES'], e['JAX_COORDINATOR_ADDRESS'],
+        e['JAX_PLATFORMS'], flush=True)
+  if e['JAX_PROCESS_ID'] == '1':
+    sys.exit(3)
+  time.sleep(120)
+
+
 def test_local_sh_wires_processes_and_stops_the_rest_when_one_fails(tmp_path):
-  script = ('import os, sys, time\n'
-            'e = os.environ\n'
-            'print(e["JAX_PROCESS_ID"], e["JAX_NUM_PROCESSES"], e["JAX_COORDINATOR_ADDRESS"],'
-            ' e["JAX_PLATFORMS"], flush=True)\n'
-            'if e["JAX_PROCESS_ID"] == "1": sys.exit(3)\n'
-            'time.sleep(120)\n')
-  cmd = ['bash', str(LOCAL_SH), '2', '--', sys.executable, '-c', script]
+  cmd = ['bash', str(LOCAL_SH), '2', '--', sys.executable, str(REPO / 'tests' / 'isolated.py'),
+         'test_multiprocess:report_launch_environment']
   done = subprocess.run(cmd, env={**_env(), 'LOCAL_LOG_DIR': str(tmp_path)}, capture_output=True,
                         text=True, timeout=60)  # would take 120 s if process 0 were not stopped
   assert done.returncode == 3, done

@@ -4,28 +4,31 @@ two processes as on one."""
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import textwrap
 
+import isolated
+import jax
 import numpy as np
 import pytest
 from conftest import REPO
 from PIL import Image
 
+from alitok_jax import Generator, config_files
+from alitok_jax.models import variants
+from alitok_jax.sample import command
 
-def _main(*args, env=None):
+
+def _main(*args, devices: int = 1):
   return subprocess.run([sys.executable, '-m', 'alitok_jax.main', *args], cwd=REPO,
                         capture_output=True, text=True, timeout=600,
-                        env={**os.environ, 'JAX_PLATFORMS': 'cpu', **(env or {})})
+                        env=isolated.fake_devices_env(devices))
 
 
-def _tiny(workdir, *overrides, env=None):
+def _tiny(workdir, *overrides, devices: int = 1):
   return _main('--config=configs/sample.py:tiny', f'--workdir={workdir}',
                '--config.num_images=6', '--config.batch_size=4', '--config.segments=2',
-               *overrides, env=env)
+               *overrides, devices=devices)
 
 
 def _shard_codes(workdir):
@@ -67,9 +70,8 @@ def test_tiny_run_writes_npz_pngs_preview_and_resumes(tmp_path):
 
 def test_eight_devices_write_the_same_samples(tmp_path):
   one, eight = tmp_path / 'one', tmp_path / 'eight'
-  for workdir, env in ((one, None),
-                       (eight, {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})):
-    result = _tiny(workdir, '--config.write_pngs=False', env=env)
+  for workdir, devices in ((one, 1), (eight, 8)):
+    result = _tiny(workdir, '--config.write_pngs=False', devices=devices)
     assert result.returncode == 0, result.stderr
   assert 'on 8 cpu devices' in result.stdout and 'padded' in result.stdout
   np.testing.assert_array_equal(_shard_codes(eight), _shard_codes(one))
@@ -86,47 +88,28 @@ def test_released_variants_need_converted_weights(tmp_path):
   assert result.returncode != 0 and "unknown variant 'XXL'" in result.stderr
 
 
-TWO_PROCESSES = textwrap.dedent('''
-    import sys, jax
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
-    sys.path.insert(0, 'configs')
-    import sample
-    from alitok_jax.sample import command
-    config = sample.get_config('tiny')
-    config.num_images, config.batch_size, config.write_pngs, config.segments = 6, 4, False, 2
-    command.run(config, sys.argv[3])
-    # The API over both processes' devices: every process passes the same labels, gets all codes.
-    import numpy as np
-    from alitok_jax import Generator
-    from alitok_jax.models import variants
-    gen = Generator.random(variants.AR['tiny'], seed=0)
-    codes = gen.sample(np.arange(3), 4.0, 1.4, seed=3, segments=2)
-    np.save(f'{sys.argv[3]}/api_codes_{jax.process_index()}.npy', codes)
-''')
+def sample_as_one_of_two_processes(workdir: str):
+  """(run by isolated.start_processes as each of 2 processes) the sampling command, then the
+  API over both processes' devices: every process passes the same labels and gets all codes."""
+  config = config_files.load('sample', 'tiny')
+  config.num_images, config.batch_size, config.write_pngs, config.segments = 6, 4, False, 2
+  command.run(config, workdir)
+  gen = Generator.random(variants.AR['tiny'], seed=0)
+  codes = gen.sample(np.arange(3), 4.0, 1.4, seed=3, segments=2)
+  np.save(f'{workdir}/api_codes_{jax.process_index()}.npy', codes)
 
 
 @pytest.mark.slow
 def test_two_processes_write_the_same_samples(tmp_path):
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    address = f'localhost:{s.getsockname()[1]}'
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  procs = [subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, address, str(i),
-                             str(tmp_path / 'two')], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
-  assert 'process 1 of 2' in outputs[1][0] and 'shard 2/2' in outputs[1][0]
+  procs = isolated.start_processes('test_sample_command:sample_as_one_of_two_processes', 2,
+                                   tmp_path / 'two')
+  outputs = isolated.wait(procs)
+  assert 'process 1 of 2' in outputs[1] and 'shard 2/2' in outputs[1]
   result = _tiny(tmp_path / 'one', '--config.write_pngs=False')
   assert result.returncode == 0, result.stderr
   np.testing.assert_array_equal(_shard_codes(tmp_path / 'two'), _shard_codes(tmp_path / 'one'))
   with np.load(tmp_path / 'two' / 'samples.npz') as f:
     assert f['arr_0'].shape == (6, 256, 256, 3)
-  from alitok_jax import Generator  # noqa: PLC0415
-  from alitok_jax.models import variants  # noqa: PLC0415
-
   expected = np.asarray(Generator.random(variants.AR['tiny'], seed=0).sample(
       np.arange(3), 4.0, 1.4, seed=3, segments=2))
   for i in range(2):

@@ -3,19 +3,17 @@ greedy and guided distributions (../shared/fixtures/ar), strategies, RNG, 8 devi
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-
+import isolated
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, load_io
+from conftest import load_io
 
-from alitok_jax import Generator
+from alitok_jax import Generator, Tokenizer
+from alitok_jax.models import variants
 from alitok_jax.sample import cfg as cfg_lib
+from alitok_jax.sample import decode
 from alitok_jax.sample import sampler as sampler_lib
 from alitok_jax.sample import strategies
 
@@ -173,53 +171,41 @@ def test_bad_sampling_arguments_are_refused_clearly(gen, kwargs, match):
     gen.sample(**args)
 
 
-EIGHT_DEVICES = textwrap.dedent('''
-    import jax, numpy as np
-    from alitok_jax import Generator, Tokenizer
-    from alitok_jax.models import variants
-    from alitok_jax.sample import decode
-
-    assert jax.device_count() == 8, jax.devices()
-    gen = Generator.random(variants.AR['tiny'], seed=0)
-    params = gen.params
-    kernel = params['output']['kernel']
-    params['output']['kernel'] = 3.0 * jax.random.normal(jax.random.key(1), kernel.shape)
-    gen = Generator(gen.config, params)
-    labels = np.arange(8) * 101 % 1000
-    eight = gen.sample(labels, 4.0, 1.4, seed=3, segments=2)
-    assert len(eight.sharding.device_set) == 8
-    assert eight.addressable_shards[0].data.shape == (1, 273)
-    eight = np.asarray(eight)
-    one = np.asarray(gen.sample(labels, 4.0, 1.4, seed=3, segments=2, devices=jax.devices()[:1]))
-    np.testing.assert_array_equal(eight, one)
-    assert len(np.unique(eight)) > 100  # a real sample, not a constant
-    # 6 images on 8 devices: padded, the same codes as the first 6 of the batch of 8.
-    np.testing.assert_array_equal(np.asarray(gen.sample(labels[:6], 4.0, 1.4, seed=3,
-                                                        segments=2)), one[:6])
-    # No cross-device traffic: each device holds both CFG halves of its images.
-    from alitok_jax.sample import sampler as sampler_lib
-    from alitok_jax.sample.cfg import Guidance
-    from alitok_jax.sample.strategies import Sampling
-    s = gen.sampler(segments=2)
-    hlo = sampler_lib.sample_codes.lower(
-        gen._graphdef, s._params, s._global(labels.astype(np.int32)),
-        s._global(np.arange(8, dtype=np.int32)), np.uint32(0), Guidance.create(4.0, 1.4),
-        Sampling.create(0.9, 5, 0.9), plan=s.plan).compile().as_text()
-    for op in ('all-gather', 'all-reduce', 'all-to-all', 'collective-permute', 'reduce-scatter'):
-      assert op + '(' not in hlo and op + '-start(' not in hlo, op
-    # Decoding with the batch sharded (3 images: padded) equals decoding on one device.
-    tok = Tokenizer.random(variants.TOKENIZER['tiny_stage2'], seed=0)
-    a = np.asarray(decode.Decoder(tok)(one[:3]))
-    b = np.asarray(decode.Decoder(tok, devices=jax.devices()[:1])(one[:3]))
-    assert a.shape == (3, 256, 256, 3) and a.dtype == np.uint8
-    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
-    print('OK')
-''')
+def check_eight_devices_sample_like_one():
+  """(run by isolated.run on 8 fake devices) the same codes on 8 devices as on 1, padding, no
+  cross-device traffic, and sharded decoding."""
+  assert jax.device_count() == 8, jax.devices()
+  gen = Generator.random(variants.AR['tiny'], seed=0)
+  params = gen.params
+  kernel = params['output']['kernel']
+  params['output']['kernel'] = 3.0 * jax.random.normal(jax.random.key(1), kernel.shape)
+  gen = Generator(gen.config, params)
+  labels = np.arange(8) * 101 % 1000
+  eight = gen.sample(labels, 4.0, 1.4, seed=3, segments=2)
+  assert len(eight.sharding.device_set) == 8
+  assert eight.addressable_shards[0].data.shape == (1, 273)
+  eight = np.asarray(eight)
+  one = np.asarray(gen.sample(labels, 4.0, 1.4, seed=3, segments=2, devices=jax.devices()[:1]))
+  np.testing.assert_array_equal(eight, one)
+  assert len(np.unique(eight)) > 100  # a real sample, not a constant
+  # 6 images on 8 devices: padded, the same codes as the first 6 of the batch of 8.
+  np.testing.assert_array_equal(np.asarray(gen.sample(labels[:6], 4.0, 1.4, seed=3,
+                                                      segments=2)), one[:6])
+  # No cross-device traffic: each device holds both CFG halves of its images.
+  s = gen.sampler(segments=2)
+  hlo = sampler_lib.sample_codes.lower(
+      gen._graphdef, s._params, s._global(labels.astype(np.int32)),
+      s._global(np.arange(8, dtype=np.int32)), np.uint32(0), cfg_lib.Guidance.create(4.0, 1.4),
+      strategies.Sampling.create(0.9, 5, 0.9), plan=s.plan).compile().as_text()
+  for op in ('all-gather', 'all-reduce', 'all-to-all', 'collective-permute', 'reduce-scatter'):
+    assert op + '(' not in hlo and op + '-start(' not in hlo, op
+  # Decoding with the batch sharded (3 images: padded) equals decoding on one device.
+  tok = Tokenizer.random(variants.TOKENIZER['tiny_stage2'], seed=0)
+  a = np.asarray(decode.Decoder(tok)(one[:3]))
+  b = np.asarray(decode.Decoder(tok, devices=jax.devices()[:1])(one[:3]))
+  assert a.shape == (3, 256, 256, 3) and a.dtype == np.uint8
+  assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
 def test_eight_devices_sample_the_same_codes_as_one():
-  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8',
-         'JAX_PLATFORMS': 'cpu'}
-  result = subprocess.run([sys.executable, '-c', EIGHT_DEVICES], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0 and 'OK' in result.stdout, result.stderr[-3000:]
+  isolated.run('test_sampler:check_eight_devices_sample_like_one', devices=8)
