@@ -16,7 +16,6 @@ precision (no TF32 on GPUs), as metric features should.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from typing import Any, Callable, Mapping
 
@@ -31,6 +30,7 @@ from alitok_jax.convert.inception import WEIGHTS_FILE, WEIGHTS_URL
 from alitok_jax.eval.progress import Progress
 from alitok_jax.models import build
 from alitok_jax.models.inception import InceptionConfig, InceptionFeatures
+from alitok_jax.parallel.mesh import DATA, data_mesh, local_rows, pad_rows, round_up
 
 HOW_TO = (f'get {WEIGHTS_FILE} ({WEIGHTS_URL}) and convert it: python -m alitok_jax.convert '
           f'{WEIGHTS_FILE} weights/inception')
@@ -69,16 +69,6 @@ def random_inception(seed: int = 0) -> tuple[InceptionConfig, dict[str, Any]]:
   return config, tree_util.unflatten(params)
 
 
-def data_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over `devices` (default: every device of every process)."""
-  devices = list(jax.devices() if devices is None else devices)
-  return jax.sharding.Mesh(np.asarray(devices), ('data',))
-
-
-def round_up(n: int, multiple: int) -> int:
-  return int(math.ceil(n / multiple) * multiple)
-
-
 def inception_features(graphdef: nnx.GraphDef, params: Mapping[str, Any],
                        images: jax.Array) -> InceptionFeatures:
   """Pure: images [B, H, W, 3] (uint8, or float in [0, 1]) -> features, full f32 precision."""
@@ -87,27 +77,13 @@ def inception_features(graphdef: nnx.GraphDef, params: Mapping[str, Any],
     return nnx.merge(graphdef, dict(params)).features(x)
 
 
-def local_rows(start: int, global_batch: int, total: int) -> tuple[int, int]:
-  """The rows [a, b) of the global batch starting at `start` that this process reads."""
-  per = global_batch // jax.process_count()
-  a = start + jax.process_index() * per
-  return min(a, total), min(a + per, total)
-
-
-def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  """Pads x [n, ...] with zeros to [rows, ...]."""
-  if len(x) == rows:
-    return x
-  return np.concatenate([x, np.zeros((rows - len(x), *x.shape[1:]), x.dtype)])
-
-
 @functools.lru_cache(maxsize=None)
 def _sharded_features(config: InceptionConfig, mesh: jax.sharding.Mesh):
   """The jitted, sharded feature function (one per config and mesh: compiled once per shape)."""
   graphdef = build.abstract(config)[0]
   replicated = NamedSharding(mesh, P())
   return jax.jit(lambda p, x: inception_features(graphdef, p, x),
-                 in_shardings=(replicated, NamedSharding(mesh, P('data'))),
+                 in_shardings=(replicated, NamedSharding(mesh, P(DATA))),
                  out_shardings=replicated)
 
 
@@ -118,7 +94,7 @@ class FeatureExtractor:
                mesh: jax.sharding.Mesh | None = None, batch_size: int = 64):
     self.mesh = mesh or data_mesh()
     self.batch_size = round_up(max(batch_size, 1), self.mesh.size)
-    self.sharding = NamedSharding(self.mesh, P('data'))
+    self.sharding = NamedSharding(self.mesh, P(DATA))
     self.params = jax.device_put(dict(params), NamedSharding(self.mesh, P()))
     self._fn = _sharded_features(config, self.mesh)
 

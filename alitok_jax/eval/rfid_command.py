@@ -31,12 +31,12 @@ from alitok_jax import Tokenizer
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_metrics, image_source
 from alitok_jax.eval import reference_batch as rb
-from alitok_jax.eval.features import (data_mesh, inception_features, load_inception, local_rows,
-                                      pad_rows, random_inception, round_up)
+from alitok_jax.eval.features import inception_features, load_inception, random_inception
 from alitok_jax.eval.progress import Progress, note, warn
 from alitok_jax.eval.reconstruct import test_pattern_images
 from alitok_jax.losses import lpips as lpips_loss
 from alitok_jax.models import build, variants
+from alitok_jax.parallel.mesh import DATA, data_mesh, local_rows, pad_rows, round_up
 
 IMAGENET_VAL = 50_000
 
@@ -124,7 +124,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = data_mesh()
   batch = round_up(max(config.batch_size, 1), mesh.size)
   per_process = batch // jax.process_count()
-  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+  repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA))
   step = jax.jit(_make_step(tok, build.abstract(inc_config)[0], lpips_params is not None),
                  in_shardings=(repl, repl, repl, data), out_shardings=repl)
   params = jax.device_put((dict(tok.params), dict(inc_params), lpips_params), repl)

@@ -1,10 +1,13 @@
 """Device mesh, sharding rules and global batches: how every trainer and sampler lays out arrays.
 
-DESIGN.md "Idioms / Sharding". A 2-D mesh (`data`, `fsdp`) over every device of every process,
-with Auto (GSPMD) axis types so that jitted code reads like single-device code. The batch is split
-over both axes; parameters and optimizer states are replicated by default, and the FSDP rule
-shards each large array along its largest dimension divisible by the `fsdp` axis size. Batches
-enter through `jax.make_array_from_process_local_data`, so each process feeds only its own rows.
+DESIGN.md "Idioms / Sharding". Training uses a 2-D mesh (`data`, `fsdp`) over every device of
+every process, with Auto (GSPMD) axis types so that jitted code reads like single-device code. The
+batch is split over both axes; parameters and optimizer states are replicated by default, and the
+FSDP rule shards each large array along its largest dimension divisible by the `fsdp` axis size.
+Batches enter through `jax.make_array_from_process_local_data`, so each process feeds only its
+own rows. Sampling, decoding and evaluation use a 1-D `data` mesh (`data_mesh`) with replicated
+parameters, and pad a batch that does not divide over the devices (`round_up`, `pad_rows`; the
+padding rows are dropped again by the caller).
 
 The same code runs on 1 CPU, 8 fake CPU devices, one GPU and many hosts.
 """
@@ -19,7 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-DATA_AXES = ('data', 'fsdp')  # the batch is split over both
+DATA = 'data'  # the batch axis of every mesh
+DATA_AXES = (DATA, 'fsdp')  # the training mesh splits the batch over both of its axes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +64,47 @@ def make_mesh(spec: MeshSpec = MeshSpec(), devices=None) -> jax.sharding.Mesh:
                      f'are {n}; set mesh.data=-1 to use all of them')
   return jax.sharding.Mesh(np.asarray(devices, dtype=object).reshape(data, fsdp),
                            ('data', 'fsdp'), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def data_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: every device of every process), Auto axes.
+
+  For sampling, decoding and evaluation: parameters replicated, the batch split along 'data'.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  return jax.sharding.Mesh(np.asarray(devices, dtype=object), (DATA,),
+                           axis_types=(AxisType.Auto,))
+
+
+def round_up(n: int, multiple: int) -> int:
+  """The smallest multiple of `multiple` that is >= n."""
+  return -(-int(n) // multiple) * multiple
+
+
+def pad_rows(x, rows: int, *, repeat_last: bool = False):
+  """Pads x [n, ...] (numpy or jax) along axis 0 to [rows, ...] with zeros, or with copies of its
+  last row (repeat_last: padding that stays a valid input, e.g. codes). Rows >= n."""
+  n = x.shape[0]
+  if n == rows:
+    return x
+  if n > rows:
+    raise ValueError(f'cannot pad {n} rows to {rows}')
+  xp = np if isinstance(x, np.ndarray) else jax.numpy
+  if repeat_last:
+    if n == 0:
+      raise ValueError('cannot repeat the last row of an empty batch')
+    fill = xp.repeat(x[-1:], rows - n, axis=0)
+  else:
+    fill = xp.zeros((rows - n, *x.shape[1:]), x.dtype)
+  return xp.concatenate([x, fill])
+
+
+def local_rows(start: int, global_batch: int, total: int) -> tuple[int, int]:
+  """The rows [a, b) of the global batch starting at row `start` (of `total`) that this process
+  reads: process p of P takes rows [p * L, (p + 1) * L) of it, L = global_batch / P."""
+  per = global_batch // jax.process_count()
+  a = start + jax.process_index() * per
+  return min(a, total), min(a + per, total)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alitok_jax import validate
-from alitok_jax.sample import sampler as sampler_lib
+from alitok_jax.parallel.mesh import DATA, data_mesh, pad_rows, round_up
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -42,21 +42,19 @@ class Decoder:
 
   def __init__(self, tokenizer, *, devices=None):
     self.config = tokenizer.config
-    self.mesh = sampler_lib.data_mesh(jax.local_devices() if devices is None else devices)
+    self.mesh = data_mesh(jax.local_devices() if devices is None else devices)
     self._graphdef = nnx.split(tokenizer.module())[0]
     self._params = jax.device_put(tokenizer.params, NamedSharding(self.mesh, P()))
-    self._batch = NamedSharding(self.mesh, P(sampler_lib.DATA))
+    self._batch = NamedSharding(self.mesh, P(DATA))
 
   def __call__(self, codes) -> jax.Array:
     if not isinstance(codes, jax.Array):
       codes = validate.codes(codes, self.config.num_latent_tokens, self.config.codebook_size)
     b = codes.shape[0]
-    n = self.mesh.devices.size
-    padded = -(-b // n) * n
-    if padded != b:  # pad with copies of the last image, dropped again below
-      codes = jnp.concatenate([jnp.asarray(codes), jnp.repeat(jnp.asarray(codes)[-1:], padded - b,
-                                                              axis=0)])
-    codes = jax.device_put(jnp.asarray(codes, jnp.int32), self._batch)
+    padded = round_up(b, self.mesh.devices.size)
+    # Padded with copies of the last image (valid codes), dropped again below.
+    codes = pad_rows(jnp.asarray(codes, jnp.int32), padded, repeat_last=True)
+    codes = jax.device_put(codes, self._batch)
     images = _decode_uint8(self._graphdef, self._params, codes)
     return images if padded == b else images[:b]
 

@@ -36,11 +36,11 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alitok_jax.models import ar as ar_lib
+from alitok_jax.parallel.mesh import DATA, data_mesh, pad_rows, round_up
 from alitok_jax.sample import strategies
 from alitok_jax.sample.cfg import Guidance
 from alitok_jax.sample.strategies import Sampling
 
-DATA = 'data'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,13 +73,6 @@ def segment_ends(num_codes: int, segments: int, multiple: int = 8) -> tuple[int,
   ends = {min(num_codes, -(-math.ceil(num_codes * (j + 1) / segments) // multiple) * multiple)
           for j in range(segments)}
   return tuple(sorted(e for e in ends if e > 1))
-
-
-def data_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh named 'data' over `devices` (default: every device of every process)."""
-  devices = list(jax.devices() if devices is None else devices)
-  return jax.sharding.Mesh(np.asarray(devices), (DATA,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _constrain(tree, mesh: jax.sharding.Mesh | None):
@@ -258,8 +251,8 @@ class Sampler:
     """
     labels = np.asarray(labels, np.int32)
     b = labels.shape[0]
-    padded = -(-b // self.num_devices) * self.num_devices
-    labels = np.concatenate([labels, np.zeros(padded - b, np.int32)])
+    padded = round_up(b, self.num_devices)
+    labels = pad_rows(labels, padded)
     indices = np.arange(first_index, first_index + padded, dtype=np.int64)
     if indices[-1] >= 2**31:
       raise ValueError(f'image indices must stay below 2**31, got up to {indices[-1]}')

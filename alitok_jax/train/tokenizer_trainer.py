@@ -168,8 +168,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     start = jax.process_index() * local_batch
     for i in range(0, len(eval_images), size):
       chunk = eval_images[i:i + size]
-      padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
-      local = padded[start:start + local_batch]
+      local = mesh_lib.pad_rows(chunk, size, repeat_last=True)[start:start + local_batch]
       out = eval_fn(params, mesh_lib.global_batch({'image': local}, mesh)['image'])
       recons.append(mesh_lib.to_host(out)[:len(chunk)])
     recon = viz.to_uint8(np.concatenate(recons)).astype(np.float32) / 255.0
