@@ -16,7 +16,6 @@ shape; inputs are validated on the host first (`validate.py`). `dtype` is the co
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Mapping
 
@@ -27,7 +26,7 @@ from flax import nnx
 
 from alitok_jax import checkpoint, validate
 from alitok_jax.models import ar as ar_lib
-from alitok_jax.models import build
+from alitok_jax.models import build, functional
 from alitok_jax.models.variants import ARConfig, TokenizerConfig
 from alitok_jax.sample import sampler as sampler_lib
 from alitok_jax.sample.cfg import Guidance
@@ -39,24 +38,6 @@ def _dtype(dtype: Any) -> jnp.dtype:
   if dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
     raise ValueError(f'compute dtype must be float32, bfloat16 or float16, got {dtype}')
   return dtype
-
-
-# Pure functions of (graphdef, params, inputs); graphdef is static.
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(graphdef, params, images):
-  model = nnx.merge(graphdef, params)
-  z = model.encode(images)
-  return z, model.quantize(z).codes
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(graphdef, params, codes):
-  return nnx.merge(graphdef, params).decode_codes(codes)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _ar_logits(graphdef, params, tokens):
-  return nnx.merge(graphdef, params)(tokens)[0]
 
 
 class _Model:
@@ -96,6 +77,13 @@ class _Model:
     """The parameters as a pure nested dict (what model directories store)."""
     return self._params
 
+  @property
+  def graphdef(self) -> nnx.GraphDef:
+    """The model's structure in the compute dtype: static and hashable. With `params`, what pure
+    functions and jitted code take (`models/functional.py`); `nnx.merge(graphdef, params)` is
+    the module."""
+    return self._graphdef
+
   def module(self) -> nnx.Module:
     """The Flax NNX module with these parameters (for research code that calls it directly)."""
     return nnx.merge(self._graphdef, self._params)
@@ -115,17 +103,17 @@ class Tokenizer(_Model):
   def latents(self, images) -> jax.Array:
     """Encoder outputs before quantisation, float32 [B, 273, 32]."""
     x = validate.images(images, self.config.image_size)
-    return _encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[0]
+    return functional.encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[0]
 
   def encode(self, images) -> jax.Array:
     """images [B, 256, 256, 3], uint8 or float in [0, 1] -> int32 codes [B, 273]."""
     x = validate.images(images, self.config.image_size)
-    return _encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[1]
+    return functional.encode(self._graphdef, self._params, jnp.asarray(x, self.dtype))[1]
 
   def decode(self, codes) -> jax.Array:
     """int codes [B, 273] in [0, 4096) -> float32 images [B, 256, 256, 3] in [0, 1]."""
     c = validate.codes(codes, self.config.num_latent_tokens, self.config.codebook_size)
-    return _decode(self._graphdef, self._params, jnp.asarray(c))
+    return functional.decode(self._graphdef, self._params, jnp.asarray(c))
 
   def reconstruct(self, images) -> jax.Array:
     """decode(encode(images))."""
@@ -148,7 +136,7 @@ class Generator(_Model):
     y = validate.labels(labels, c.shape[0], cfg.num_classes)
     tokens = ar_lib.teacher_forced_tokens(jnp.asarray(c), None if y is None else jnp.asarray(y),
                                           cfg)
-    return _ar_logits(self._graphdef, self._params, tokens)
+    return functional.ar_logits(self._graphdef, self._params, tokens)
 
   def sampler(self, *, devices=None, segments: int = 8,
               attention: str = 'einsum') -> sampler_lib.Sampler:

@@ -35,7 +35,7 @@ def test_cached_step_logits_equal_full_forward(gen, io, segments, attention):
   cfg = gen.config
   rows = sampler_lib.class_rows(jnp.asarray(io['labels']), True, cfg)  # [4]: class, no class
   codes = np.repeat(io['ids'], 2, axis=0)  # [4, 273]
-  graphdef, params = gen._graphdef, gen.params
+  graphdef, params = gen.graphdef, gen.params
   plan = sampler_lib.DecodePlan(segments=segments, attention=attention)
   cached = np.asarray(sampler_lib.cached_logits(graphdef, params, rows, jnp.asarray(codes),
                                                 plan=plan))
@@ -194,8 +194,8 @@ def check_eight_devices_sample_like_one():
   # No cross-device traffic: each device holds both CFG halves of its images.
   s = gen.sampler(segments=2)
   hlo = sampler_lib.sample_codes.lower(
-      gen._graphdef, s._params, s._global(labels.astype(np.int32)),
-      s._global(np.arange(8, dtype=np.int32)), np.uint32(0), cfg_lib.Guidance.create(4.0, 1.4),
+      gen.graphdef, s.params, s.global_array(labels.astype(np.int32)),
+      s.global_array(np.arange(8, dtype=np.int32)), np.uint32(0), cfg_lib.Guidance.create(4.0, 1.4),
       strategies.Sampling.create(0.9, 5, 0.9), plan=s.plan).compile().as_text()
   for op in ('all-gather', 'all-reduce', 'all-to-all', 'collective-permute', 'reduce-scatter'):
     assert op + '(' not in hlo and op + '-start(' not in hlo, op

@@ -89,7 +89,7 @@ def _source(config: ml_collections.ConfigDict, size: int) -> image_source.ImageS
 
 
 def _make_step(tok: Tokenizer, inc_graphdef, with_lpips: bool):
-  tok_graphdef = build.abstract(tok.config, dtype=tok.dtype)[0]
+  tok_graphdef = tok.graphdef
 
   def step(tok_params, inc_params, lpips_params, images):
     with jax.default_matmul_precision('float32'):

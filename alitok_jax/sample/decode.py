@@ -19,6 +19,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alitok_jax import validate
+from alitok_jax.models import functional
 from alitok_jax.parallel.mesh import DATA, data_mesh, pad_rows, round_up
 
 
@@ -29,7 +30,7 @@ def to_uint8(images: jax.Array) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _decode_uint8(graphdef: nnx.GraphDef, params, codes: jax.Array) -> jax.Array:
-  return to_uint8(nnx.merge(graphdef, params).decode_codes(codes))
+  return to_uint8(functional.decode(graphdef, params, codes))
 
 
 class Decoder:
@@ -43,7 +44,7 @@ class Decoder:
   def __init__(self, tokenizer, *, devices=None):
     self.config = tokenizer.config
     self.mesh = data_mesh(jax.local_devices() if devices is None else devices)
-    self._graphdef = nnx.split(tokenizer.module())[0]
+    self._graphdef = tokenizer.graphdef
     self._params = jax.device_put(tokenizer.params, NamedSharding(self.mesh, P()))
     self._batch = NamedSharding(self.mesh, P(DATA))
 

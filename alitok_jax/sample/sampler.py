@@ -239,7 +239,13 @@ class Sampler:
   def num_devices(self) -> int:
     return self.mesh.devices.size
 
-  def _global(self, x: np.ndarray) -> jax.Array:
+  @property
+  def params(self):
+    """The parameters, replicated over the mesh."""
+    return self._params
+
+  def global_array(self, x: np.ndarray) -> jax.Array:
+    """A host array (the same on every process) -> a global array split along 'data'."""
     return jax.make_array_from_callback(x.shape, self._batch, lambda index: x[index])
 
   def sample(self, labels: np.ndarray, guidance: Guidance, sampling: Sampling, *, seed: int = 0,
@@ -256,7 +262,7 @@ class Sampler:
     indices = np.arange(first_index, first_index + padded, dtype=np.int64)
     if indices[-1] >= 2**31:
       raise ValueError(f'image indices must stay below 2**31, got up to {indices[-1]}')
-    codes = sample_codes(self._graphdef, self._params, self._global(labels),
-                         self._global(indices.astype(np.int32)), np.uint32(seed), guidance,
+    codes = sample_codes(self._graphdef, self._params, self.global_array(labels),
+                         self.global_array(indices.astype(np.int32)), np.uint32(seed), guidance,
                          sampling, plan=self.plan)
     return codes if padded == b else codes[:b]

@@ -15,30 +15,21 @@ encode on their own devices (no cross-process traffic); the batch is split over 
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from alitok_jax import Tokenizer
 from alitok_jax.data import code_shards, pipeline
-from alitok_jax.models import variants
+from alitok_jax.models import functional, variants
 from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.train import train_data
 
 CROPS = 10
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(graphdef, params, images):
-  model = nnx.merge(graphdef, params)
-  return model.quantize(model.encode(images.astype(jnp.float32) / 255.0)).codes
 
 
 def _tokenizer(config) -> Tokenizer:
@@ -82,7 +73,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f'batch_size x 10 crops = {rows} rows do not split over {len(local)} '
                      'local devices')
   sharding = mesh_lib.batch_sharding(mesh)
-  graphdef, params = tok._graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh))
+  graphdef, params = tok.graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh))
   print(f'pretokenizing {n} images x {CROPS} crops into {num_shards} shards of {per_shard} images '
         f'under {out}; this process: {len(todo)} to do, {len(mine) - len(todo)} already done',
         flush=True)
@@ -95,7 +86,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     codes, labels = [], []
     for batch in loader:  # image uint8 [b, 10, S, S, 3], label [b], mask [b]
       crops = np.asarray(batch['image']).reshape(rows, size, size, 3)
-      batch_codes = np.asarray(_encode(graphdef, params, jax.device_put(crops, sharding)))
+      batch_codes = np.asarray(functional.encode(graphdef, params,
+                                                 jax.device_put(crops, sharding))[1])
       real = np.repeat(np.asarray(batch['mask']), CROPS)
       codes.append(batch_codes[real])
       labels.append(np.repeat(np.asarray(batch['label']), CROPS)[real])

@@ -10,15 +10,13 @@ positions a fresh stream at step t when no saved position fits (another process 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from alitok_jax.data import code_shards, pipeline
+from alitok_jax.models import functional
 from alitok_jax.parallel import mesh as mesh_lib
 
 
@@ -141,12 +139,6 @@ def _code_source(data: Any, ar_cfg, seed: int, held_out: bool = False):
   raise ValueError(f'data.kind={data.kind!r} is not one of codes, images, synthetic_codes')
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(graphdef, params, images):
-  model = nnx.merge(graphdef, params)
-  return model.quantize(model.encode(images.astype(jnp.float32) / 255.0)).codes
-
-
 class CodeBatches:
   """Global batches {'codes': int32 [B, 273], 'label': int32 [B]} for the AR trainer.
 
@@ -166,7 +158,7 @@ class CodeBatches:
         image_data.kind = data.image_kind
       self._images = ImageBatches(image_data, local_batch=local_batch,
                                   image_size=tok.config.image_size, seed=config.seed)
-      self._tokenizer = (tok._graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh)))
+      self._tokenizer = (tok.graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh)))
       self.iterator = self._images.iterator
     else:
       self._source = _code_source(data, ar_cfg, config.seed)
@@ -190,7 +182,8 @@ class CodeBatches:
     if self._tokenizer is None:
       return mesh_lib.global_batch({'codes': local['codes'], 'label': local['label']}, self.mesh)
     batch = mesh_lib.global_batch({'image': local['image'], 'label': local['label']}, self.mesh)
-    return {'codes': _encode(*self._tokenizer, batch['image']), 'label': batch['label']}
+    return {'codes': functional.encode(*self._tokenizer, batch['image'])[1],
+            'label': batch['label']}
 
 
 def held_out_codes(config: Any, count: int, ar_cfg) -> dict[str, np.ndarray]:
