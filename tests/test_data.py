@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alitok_jax.data import folders, image_io, pipeline, synthetic, transforms
+from alitok_jax.data import folders, image_io, image_pipeline, sources, synthetic
+from alitok_jax.data import loader as loader_lib
+from alitok_jax.data import transforms
 
 
 def _random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -166,7 +168,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
   _make_tree(tmp_path, corrupt=True)
   src = folders.ImageFolder(tmp_path)
   assert len(src) == 7
-  loader = pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=32,
+  loader = image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=32,
                                  shard_index=0, shard_count=1)
   batches = list(loader)
   assert [len(b['label']) for b in batches] == [4, 1]  # 5 readable, last partial batch kept
@@ -176,7 +178,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
   assert stats['skipped'] == 2
   assert set(stats['skipped_names']) == {'ant/truncated.jpg', 'cat/text.jpg'}
   # Training never stops on them either: it runs past both bad files in every epoch.
-  train = pipeline.image_loader(src, batch_size=3, seed=0, train=True, image_size=32,
+  train = image_pipeline.image_loader(src, batch_size=3, seed=0, train=True, image_size=32,
                                 shard_index=0, shard_count=1)
   it = iter(train)
   for batch in _collect(it, 6):  # 18 examples: more than three epochs of 5 readable
@@ -187,7 +189,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
 def test_corrupt_images_counted_in_worker_processes(tmp_path):
   _make_tree(tmp_path, corrupt=True)
   src = folders.ImageFolder(tmp_path)
-  loader = pipeline.image_loader(src, batch_size=2, seed=0, train=False, image_size=16,
+  loader = image_pipeline.image_loader(src, batch_size=2, seed=0, train=False, image_size=16,
                                  shard_index=0, shard_count=1, worker_count=1)
   it = iter(loader)
   got = sorted(int(i) for b in it for i in b['index'])
@@ -206,7 +208,7 @@ def _synthetic(n=40, size=16, classes=4):
 
 def test_eval_loader_is_identity_on_synthetic_and_ordered():
   src = _synthetic(10)
-  batches = list(pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+  batches = list(image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                        shard_index=0, shard_count=1))
   assert [len(b['label']) for b in batches] == [4, 4, 2]
   index = np.concatenate([b['index'] for b in batches])
@@ -219,12 +221,12 @@ def test_eval_loader_is_identity_on_synthetic_and_ordered():
 
 def test_eval_pad_last_and_ten_crop():
   src = _synthetic(10)
-  batches = list(pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+  batches = list(image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                        shard_index=0, shard_count=1, pad_last=True))
   assert [len(b['label']) for b in batches] == [4, 4, 4]
   assert [int(b['mask'].sum()) for b in batches] == [4, 4, 2]
   assert batches[-1]['label'][2:].tolist() == [-1, -1] and not batches[-1]['image'][2:].any()
-  crops = next(iter(pipeline.image_loader(src, batch_size=3, seed=0, train=False, image_size=16,
+  crops = next(iter(image_pipeline.image_loader(src, batch_size=3, seed=0, train=False, image_size=16,
                                           shard_index=0, shard_count=1, ten_crop=True)))
   assert crops['image'].shape == (3, 10, 16, 16, 3)
   np.testing.assert_array_equal(crops['image'][1], transforms.ten_crop(src[1]['image'], 16))
@@ -234,24 +236,24 @@ def test_padded_pass_gives_every_process_the_same_batches():
   src = _synthetic(25)
   real = []
   for k in range(3):  # shards of 9, 8, 8 examples
-    loader = pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+    loader = image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                    shard_index=k, shard_count=3, pad_last=True)
     batches = list(loader.padded_pass())
     assert len(batches) == 3 and all(len(b['mask']) == 4 for b in batches)
     real += [int(i) for b in batches for i, m in zip(b['index'], b['mask']) if m]
   assert sorted(real) == list(range(25))
   with pytest.raises(ValueError, match='pad_last'):
-    next(pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+    next(image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                shard_index=0, shard_count=1).padded_pass())
 
 
 def test_train_loader_shuffles_flips_and_is_deterministic():
   src = _synthetic(24)
   kw = dict(batch_size=8, train=True, image_size=16, shard_index=0, shard_count=1)
-  a = _collect(iter(pipeline.image_loader(src, seed=1, **kw)), 6)
-  b = _collect(iter(pipeline.image_loader(src, seed=1, read_threads=1, **kw)), 6)
+  a = _collect(iter(image_pipeline.image_loader(src, seed=1, **kw)), 6)
+  b = _collect(iter(image_pipeline.image_loader(src, seed=1, read_threads=1, **kw)), 6)
   _assert_batches_equal(a, b)  # threads do not change anything
-  c = _collect(iter(pipeline.image_loader(src, seed=2, **kw)), 3)
+  c = _collect(iter(image_pipeline.image_loader(src, seed=2, **kw)), 3)
   assert not np.array_equal(a[0]['label'], c[0]['label']) or not np.array_equal(
       a[0]['image'], c[0]['image'])
   originals = np.stack([src[i]['image'] for i in range(24)])
@@ -275,7 +277,7 @@ def test_eval_shards_are_disjoint_and_cover():
   src = _synthetic(23)
   seen = []
   for k in range(3):
-    loader = pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+    loader = image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                    shard_index=k, shard_count=3)
     idx = [int(i) for b in loader for i in b['index']]
     assert loader.num_examples == len(idx) and loader.num_batches == -(-len(idx) // 4)
@@ -294,7 +296,7 @@ class _Positions:
 def _global_batches(num_examples: int, global_batch: int, shards: int, steps: int, *,
                     start_batch: int = 0, worker_count: int = 0) -> list[dict]:
   """Step t's batches of every shard, concatenated in shard order (what the mesh assembles)."""
-  its = [iter(pipeline.build_loader(
+  its = [iter(loader_lib.build_loader(
       num_examples, _Positions(), batch_size=global_batch // shards, seed=7, train=True,
       shard_index=k, shard_count=shards, num_epochs=None, worker_count=worker_count,
       start_batch=start_batch)) for k in range(shards)]
@@ -320,40 +322,40 @@ def test_train_global_batches_do_not_depend_on_the_shard_count():
   _assert_batches_equal(_global_batches(24, 6, 2, 3, start_batch=5), one[5:8])
   _assert_batches_equal(_global_batches(24, 6, 1, 3, worker_count=1), one[:3])  # picklable
   with pytest.raises(ValueError, match='start_batch'):
-    pipeline.build_loader(24, _Positions(), batch_size=2, seed=0, train=False, shard_index=0,
+    loader_lib.build_loader(24, _Positions(), batch_size=2, seed=0, train=False, shard_index=0,
                           shard_count=1, num_epochs=1, worker_count=0, start_batch=1)
 
 
 def test_train_shards_of_a_finite_stream_end_together():
   for shards in (1, 2, 4):  # 2 epochs of 10 = 20 examples: 2 whole global batches of 8
-    its = [list(pipeline.build_loader(10, _Positions(), batch_size=8 // shards, seed=0,
+    its = [list(loader_lib.build_loader(10, _Positions(), batch_size=8 // shards, seed=0,
                                       train=True, shard_index=k, shard_count=shards,
                                       num_epochs=2, worker_count=0)) for k in range(shards)]
     assert [len(batches) for batches in its] == [2] * shards
   with pytest.raises(ValueError, match='do not fill one global batch'):
-    pipeline.build_loader(10, _Positions(), batch_size=8, seed=0, train=True, shard_index=0,
+    loader_lib.build_loader(10, _Positions(), batch_size=8, seed=0, train=True, shard_index=0,
                           shard_count=2, num_epochs=1, worker_count=0)
 
 
 def test_train_images_are_the_same_for_one_and_two_shards():
   src = _synthetic(12)
   kw = dict(seed=3, train=True, image_size=16)
-  one = _collect(iter(pipeline.image_loader(src, batch_size=4, shard_index=0, shard_count=1,
+  one = _collect(iter(image_pipeline.image_loader(src, batch_size=4, shard_index=0, shard_count=1,
                                             **kw)), 4)
-  halves = [_collect(iter(pipeline.image_loader(src, batch_size=2, shard_index=k, shard_count=2,
+  halves = [_collect(iter(image_pipeline.image_loader(src, batch_size=2, shard_index=k, shard_count=2,
                                                 **kw)), 4) for k in range(2)]
   two = [{key: np.concatenate([a[key], b[key]]) for key in a} for a, b in zip(*halves)]
   _assert_batches_equal(two, one)  # augmentation is keyed by (seed, epoch, index)
 
 
 def test_default_shard_is_the_jax_process():
-  loader = pipeline.image_loader(_synthetic(8), batch_size=8, seed=0, train=False, image_size=16)
+  loader = image_pipeline.image_loader(_synthetic(8), batch_size=8, seed=0, train=False, image_size=16)
   assert loader.num_examples == 8  # one process: everything
   with pytest.raises(ValueError, match='shard_index'):
-    pipeline.image_loader(_synthetic(8), batch_size=2, seed=0, train=False, image_size=16,
+    image_pipeline.image_loader(_synthetic(8), batch_size=2, seed=0, train=False, image_size=16,
                           shard_index=2, shard_count=2)
   with pytest.raises(ValueError, match='cannot be split'):
-    pipeline.image_loader(_synthetic(2), batch_size=2, seed=0, train=False, image_size=16,
+    image_pipeline.image_loader(_synthetic(2), batch_size=2, seed=0, train=False, image_size=16,
                           shard_index=0, shard_count=3)
 
 
@@ -361,11 +363,11 @@ def test_default_shard_is_the_jax_process():
 def test_iterator_state_round_trip(train):
   src = _synthetic(30)
   kw = dict(batch_size=4, seed=5, train=train, image_size=16, shard_index=1, shard_count=2)
-  it = iter(pipeline.image_loader(src, **kw))  # 15 examples in this shard: 4 batches a pass
+  it = iter(image_pipeline.image_loader(src, **kw))  # 15 examples in this shard: 4 batches a pass
   _collect(it, 1)
   state = json.loads(json.dumps(it.get_state()))  # JSON-able, as checkpoints store it
   expected = _collect(it, 3 if not train else 6)  # crosses an epoch boundary when training
-  fresh = iter(pipeline.image_loader(src, **kw))
+  fresh = iter(image_pipeline.image_loader(src, **kw))
   fresh.set_state(state)
   _assert_batches_equal(_collect(fresh, len(expected)), expected)
 
@@ -375,12 +377,12 @@ def test_grain_checkpoint_handler_round_trip(tmp_path):
   from etils import epath  # pylint: disable=import-outside-toplevel
 
   kw = dict(batch_size=4, seed=5, train=True, image_size=16, shard_index=0, shard_count=1)
-  it = iter(pipeline.image_loader(_synthetic(12), **kw))
+  it = iter(image_pipeline.image_loader(_synthetic(12), **kw))
   _collect(it, 4)
   handler = grain.checkpoint.CheckpointHandler()
   handler.save(epath.Path(tmp_path), item=it)
   expected = _collect(it, 3)
-  fresh = handler.restore(epath.Path(tmp_path), item=iter(pipeline.image_loader(_synthetic(12),
+  fresh = handler.restore(epath.Path(tmp_path), item=iter(image_pipeline.image_loader(_synthetic(12),
                                                                                 **kw)))
   _assert_batches_equal(_collect(fresh, 3), expected)
 
@@ -388,24 +390,24 @@ def test_grain_checkpoint_handler_round_trip(tmp_path):
 def test_bad_loader_arguments():
   src = _synthetic(8)
   with pytest.raises(ValueError, match='batch_size'):
-    pipeline.image_loader(src, batch_size=0, seed=0, train=True, image_size=16, shard_index=0,
+    image_pipeline.image_loader(src, batch_size=0, seed=0, train=True, image_size=16, shard_index=0,
                           shard_count=1)
   with pytest.raises(ValueError, match='seed'):
-    pipeline.image_loader(src, batch_size=2, seed=-1, train=True, image_size=16, shard_index=0,
+    image_pipeline.image_loader(src, batch_size=2, seed=-1, train=True, image_size=16, shard_index=0,
                           shard_count=1)
   with pytest.raises(ValueError, match='ten_crop'):
-    pipeline.image_loader(src, batch_size=2, seed=0, train=True, image_size=16, shard_index=0,
+    image_pipeline.image_loader(src, batch_size=2, seed=0, train=True, image_size=16, shard_index=0,
                           shard_count=1, ten_crop=True)
 
 
 def test_make_source(tmp_path):
-  src = pipeline.make_source('synthetic', num_classes=3, size=9, image_size=16)
+  src = sources.make_source('synthetic', num_classes=3, size=9, image_size=16)
   assert len(src) == 9 and src[4]['label'] == 1
   _make_tree(tmp_path)
-  assert pipeline.make_source('folder', root=tmp_path).classes == ['ant', 'cat']
+  assert sources.make_source('folder', root=tmp_path).classes == ['ant', 'cat']
   with pytest.raises(ValueError, match='unknown data source kind'):
-    pipeline.make_source('webdataset')
+    sources.make_source('webdataset')
   with pytest.raises(ValueError, match=r"unknown arguments \['colour'\]"):
-    pipeline.make_source('synthetic', num_classes=3, size=9, colour='red')
+    sources.make_source('synthetic', num_classes=3, size=9, colour='red')
   with pytest.raises(ValueError, match=r"missing arguments \['num_classes'\]"):
-    pipeline.make_source('synthetic', size=9)
+    sources.make_source('synthetic', size=9)

@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from alitok_jax.data import code_shards, pipeline
+from alitok_jax.data import code_shards, image_pipeline, sources
 from tests.test_data import _assert_batches_equal, _collect, _jpeg_bytes, _random_image
 
 
@@ -50,10 +50,10 @@ def test_tfds_source_reads_array_record_without_tensorflow(tmp_path):
   assert len(src) == 7 and src.num_classes == 3
   record = src[0]
   assert isinstance(record['image'], bytes) and record['name'].startswith('img')
-  batches = list(pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
+  batches = list(image_pipeline.image_loader(src, batch_size=4, seed=0, train=False, image_size=16,
                                        shard_index=0, shard_count=1))
   assert sum(len(b['label']) for b in batches) == 7 and batches[0]['image'].shape[1:] == (16, 16, 3)
-  via_config = pipeline.make_source('tfds', name='alitok_test_images', split='validation',
+  via_config = sources.make_source('tfds', name='alitok_test_images', split='validation',
                                     data_dir=tmp_path)
   assert len(via_config) == 3
   with pytest.raises(ValueError, match='no split'):

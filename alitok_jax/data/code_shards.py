@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from alitok_jax.data import pipeline
+from alitok_jax.data import loader
 
 _CODES = 'codes-{:06d}.npy'
 _LABELS = 'labels-{:06d}.npy'
@@ -148,27 +148,18 @@ class CodeShards:
             f'in {len(self.shards)} shards)')
 
 
-class _CodeExample:
-  def __init__(self, source: CodeShards):
-    self.source = source
-
-  def __call__(self, epoch: int, index: int, position: int) -> dict:
-    del epoch, position
-    return self.source[index]
-
-
 def code_loader(directory: str | os.PathLike | CodeShards, *, batch_size: int, seed: int,
                 train: bool, shard_index: int | None = None, shard_count: int | None = None,
                 num_epochs: int | None = None, worker_count: int = 0,
-                read_threads: int = 4) -> pipeline.Loader:
+                read_threads: int = 4) -> loader.Loader:
   """Batches {'codes': int32 [b, L], 'label': int32 [b]} of this process's shard.
 
-  Same contract as `pipeline.image_loader`: train=True shuffles (a new order each epoch) and
+  Same contract as `image_pipeline.image_loader`: train=True shuffles (a new order each epoch) and
   repeats `num_epochs` times (None: forever), full batches only; train=False is one ordered pass
   with the last partial batch kept. Iterate the result for a checkpointable grain iterator.
   """
   source = directory if isinstance(directory, CodeShards) else CodeShards(directory)
-  return pipeline.build_loader(len(source), _CodeExample(source), batch_size=batch_size,
-                               seed=seed, train=train, shard_index=shard_index,
-                               shard_count=shard_count, num_epochs=num_epochs,
-                               worker_count=worker_count, read_threads=read_threads)
+  return loader.build_loader(len(source), loader.Records(source), batch_size=batch_size,
+                             seed=seed, train=train, shard_index=shard_index,
+                             shard_count=shard_count, num_epochs=num_epochs,
+                             worker_count=worker_count, read_threads=read_threads)

@@ -75,7 +75,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       abstract_state, mesh, config.batch_size,
       activation_bytes=_activation_bytes(cfg, config.batch_size // mesh.devices.size, config)))
 
-  batches = train_data.CodeBatches(config, local_batch, mesh, cfg)
+  tokenizer = None  # sample grids, and the encoder of data.kind=images
+  if config.tokenizer:
+    from alitok_jax import Tokenizer  # pylint: disable=import-outside-toplevel
+    tokenizer = Tokenizer.load(config.tokenizer, dtype=config.dtype)
+  batches = train_data.CodeBatches(config, local_batch, mesh, cfg, tokenizer=tokenizer)
   held_out = train_data.held_out_codes(config, config.eval_codes, cfg)
 
   ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints)
@@ -112,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   step = first_step = int(mesh_lib.to_host(state['step']))
   if step >= total:
     writer.write_text(f'training already finished at step {step}; nothing to do')
-  window, sample_tokenizer = loop.MetricWindow(), None
+  window = loop.MetricWindow()
   timer = loop.Throughput(config.batch_size * cfg.image_seq_len)
   final: dict[str, float] = {}
   with checkpoints.PreemptionGuard() as guard:
@@ -134,11 +138,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         scalars = evaluate()
         writer.write_scalars(step, scalars)
         final.update(scalars)
-      if config.tokenizer and loop.every(step, config.sample_every, total):
-        if sample_tokenizer is None:
-          from alitok_jax import Tokenizer  # pylint: disable=import-outside-toplevel
-          sample_tokenizer = Tokenizer.load(config.tokenizer, dtype=config.dtype)
-        _sample_grid(config, cfg, sample_tokenizer, state['params'], writer, step)
+      if tokenizer is not None and loop.every(step, config.sample_every, total):
+        _sample_grid(config, cfg, tokenizer, state['params'], writer, step)
       if loop.checkpoint_and_stop(
           step, total=total, first_step=first_step, config=config, guard=guard,
           save=lambda: ckpt.save(step, state, batches.iterator),

@@ -12,7 +12,7 @@ writes and reads its own shards, process 0 finalises), and the workdir must be s
 every host sees (a shared file system or a bucket). The iterator files are per process count:
 a run resumed by another number of processes restores the train state and finds no iterator
 state of its own (`data_restored` is False); the trainers then restart the data stream at the
-restored step, which with `data.pipeline`'s global stream gives the same batches.
+restored step, which with `data.loader`'s global stream gives the same batches.
 
 Params-only exports for sampling and conversion are `checkpoint.save_model_dir`'s business.
 """

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from alitok_jax import Tokenizer
-from alitok_jax.data import code_shards, pipeline
+from alitok_jax.data import code_shards, image_pipeline
 from alitok_jax.models import functional, variants
 from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.train import train_data
@@ -80,9 +80,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start, done_images, skipped = time.perf_counter(), 0, 0
   for count, k in enumerate(todo):
     lo, hi = k * per_shard, min((k + 1) * per_shard, n)
-    loader = pipeline.image_loader(_Range(source, lo, hi), batch_size=config.batch_size, seed=0,
-                                   train=False, image_size=size, ten_crop=True, shard_index=0,
-                                   shard_count=1, pad_last=True)
+    loader = image_pipeline.image_loader(_Range(source, lo, hi), batch_size=config.batch_size,
+                                         seed=0, train=False, image_size=size, ten_crop=True,
+                                         shard_index=0, shard_count=1, pad_last=True)
     codes, labels = [], []
     for batch in loader:  # image uint8 [b, 10, S, S, 3], label [b], mask [b]
       crops = np.asarray(batch['image']).reshape(rows, size, size, 3)

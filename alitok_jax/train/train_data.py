@@ -1,7 +1,9 @@
 """The trainers' view of `alitok_jax.data`: a config's data section -> this process's batches.
 
-Each process reads its own batches of one global shuffled stream (process p of P takes batches
-p, p + P, ...; `data.pipeline.build_loader`) and feeds `local_batch` rows;
+A data section names a kind of `data.sources` and its arguments (`data.kind=folder`,
+`data.root=...`); `image_source` / `code_source` map it onto the registry. Each process reads its
+own batches of one global shuffled stream (process p of P takes batches p, p + P, ...;
+`data.loader.build_loader`) and feeds `local_batch` rows;
 `parallel.mesh.global_batch` assembles the global array, so global batch t is the same for any
 number of processes with the same global batch size. Iterators are grain's, so
 `train.checkpoints` saves and restores their position with the train state; `restart_at(t)`
@@ -15,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from alitok_jax.data import code_shards, pipeline
+from alitok_jax.data import image_pipeline, loader, sources
 from alitok_jax.models import functional
 from alitok_jax.parallel import mesh as mesh_lib
 
@@ -24,16 +26,16 @@ def image_source(data: Any, *, image_size: int, seed: int, held_out: bool = Fals
   """A grain data source from a config's data section (synthetic / folder / tfds)."""
   kind = data.kind
   if kind == 'synthetic':
-    return pipeline.make_source('synthetic', num_classes=data.num_classes, size=data.size,
-                                image_size=image_size, seed=seed + 1 if held_out else seed)
+    return sources.make_source('synthetic', num_classes=data.num_classes, size=data.size,
+                               image_size=image_size, seed=seed + 1 if held_out else seed)
   if kind == 'folder':
     if not data.root:
       raise ValueError('data.kind=folder needs data.root (a folder with one subfolder per class)')
-    return pipeline.make_source('folder', root=data.root)
+    return sources.make_source('folder', root=data.root)
   if kind == 'tfds':
-    return pipeline.make_source('tfds', name='imagenet2012', split=data.split,
-                                data_dir=data.get('data_dir') or None)
-  raise ValueError(f'data.kind={kind!r} is not one of synthetic, folder, tfds')
+    return sources.make_source('tfds', name='imagenet2012', split=data.split,
+                               data_dir=data.get('data_dir') or None)
+  raise ValueError(f'data.kind={kind!r} is not one of {", ".join(sources.IMAGE_KINDS)}')
 
 
 class ImageBatches:
@@ -48,7 +50,7 @@ class ImageBatches:
 
   def restart_at(self, step: int) -> None:
     """A fresh stream whose next batch is this process's batch of global step `step`."""
-    self.loader = pipeline.image_loader(self._source, start_batch=step, **self._kwargs)
+    self.loader = image_pipeline.image_loader(self._source, start_batch=step, **self._kwargs)
     self.iterator = iter(self.loader)  # what checkpoints save
 
   def next(self) -> dict[str, np.ndarray]:
@@ -76,10 +78,10 @@ def held_out_images(config: Any, count: int, image_size: int) -> np.ndarray:
   elif data.kind == 'folder':
     print('note: no config.eval_data given; evaluating on the first training images')
   source = image_source(data, image_size=image_size, seed=config.seed, held_out=True)
-  loader = pipeline.image_loader(source, batch_size=min(count, 32), seed=0, train=False,
-                                 image_size=image_size, shard_index=0, shard_count=1)
+  batches = image_pipeline.image_loader(source, batch_size=min(count, 32), seed=0, train=False,
+                                        image_size=image_size, shard_index=0, shard_count=1)
   images, have = [], 0
-  for batch in loader:
+  for batch in batches:
     images.append(np.asarray(batch['image']))
     have += len(images[-1])
     if have >= count:
@@ -89,70 +91,34 @@ def held_out_images(config: Any, count: int, image_size: int) -> np.ndarray:
   return np.concatenate(images)[:count]
 
 
-class SyntheticCodes:
-  """A learnable code distribution for tests and the tiny AR config (a grain data source).
-
-  Sequence i has label i % num_classes; code t is (label * 997 + t * 31) % V with probability
-  0.9 and a uniformly random code otherwise, drawn from a generator seeded by (seed, i). A model
-  that learns it needs ~1.3 nats per token, against log V = 8.3 for one that has not.
-  """
-
-  def __init__(self, num_classes: int, size: int, seq_len: int = 273, codebook_size: int = 4096,
-               seed: int = 0):
-    self.num_classes, self.size, self.seq_len = num_classes, size, seq_len
-    self.codebook_size, self.seed = codebook_size, seed
-
-  def __len__(self) -> int:
-    return self.size
-
-  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-    index = int(index)
-    label = index % self.num_classes
-    rng = np.random.default_rng((self.seed, index))
-    t = np.arange(self.seq_len)
-    codes = (label * 997 + t * 31) % self.codebook_size
-    noise = rng.random(self.seq_len) < 0.1
-    codes = np.where(noise, rng.integers(0, self.codebook_size, self.seq_len), codes)
-    return {'codes': codes.astype(np.int32), 'label': np.int32(label)}
-
-
-class _Record:
-  """element_fn for pipeline.build_loader over a source of ready-made records."""
-
-  def __init__(self, source):
-    self.source = source
-
-  def __call__(self, epoch: int, index: int, position: int) -> dict:
-    del epoch, position
-    return self.source[index]
-
-
-def _code_source(data: Any, ar_cfg, seed: int, held_out: bool = False):
+def code_source(data: Any, ar_cfg, seed: int, held_out: bool = False):
+  """A grain source of code sequences from a config's data section (codes / synthetic_codes)."""
   if data.kind == 'synthetic_codes':
-    return SyntheticCodes(data.num_classes, data.size, ar_cfg.image_seq_len, ar_cfg.codebook_size,
-                          seed=seed + 1 if held_out else seed)
+    return sources.make_source('synthetic_codes', num_classes=data.num_classes, size=data.size,
+                               seq_len=ar_cfg.image_seq_len, codebook_size=ar_cfg.codebook_size,
+                               seed=seed + 1 if held_out else seed)
   if data.kind == 'codes':
     if not data.codes_dir:
       raise ValueError('data.kind=codes needs data.codes_dir: shards written by '
                        '`python -m alitok_jax.main --config=configs/pretokenize.py`')
-    return code_shards.CodeShards(data.codes_dir)
+    return sources.make_source('codes', directory=data.codes_dir)
   raise ValueError(f'data.kind={data.kind!r} is not one of codes, images, synthetic_codes')
 
 
 class CodeBatches:
   """Global batches {'codes': int32 [B, 273], 'label': int32 [B]} for the AR trainer.
 
-  From code shards, from synthetic codes, or from images encoded on the fly by a tokenizer
-  (`data.kind=images`, for data small enough that pretokenizing is not worth it).
+  From code shards, from synthetic codes, or from images encoded on the fly by `tokenizer`
+  (`data.kind=images`, for data small enough that pretokenizing is not worth it): an object
+  with the `config`, `graphdef` and `params` of a tokenizer (the API's `Tokenizer`).
   """
 
-  def __init__(self, config: Any, local_batch: int, mesh, ar_cfg):
+  def __init__(self, config: Any, local_batch: int, mesh, ar_cfg, tokenizer=None):
     data, self.mesh, self._tokenizer = config.data, mesh, None
     if data.kind == 'images':
-      from alitok_jax import Tokenizer  # pylint: disable=import-outside-toplevel
-      if not config.tokenizer:
+      if tokenizer is None:
         raise ValueError('data.kind=images encodes images on the fly: set config.tokenizer')
-      tok = Tokenizer.load(config.tokenizer, dtype=config.dtype)
+      tok = tokenizer
       image_data = data.copy_and_resolve_references()
       with image_data.unlocked():
         image_data.kind = data.image_kind
@@ -161,7 +127,7 @@ class CodeBatches:
       self._tokenizer = (tok.graphdef, jax.device_put(tok.params, mesh_lib.replicated(mesh)))
       self.iterator = self._images.iterator
     else:
-      self._source = _code_source(data, ar_cfg, config.seed)
+      self._source = code_source(data, ar_cfg, config.seed)
       self._kwargs = dict(batch_size=local_batch, seed=config.seed, train=True,
                           shard_index=jax.process_index(), shard_count=jax.process_count(),
                           num_epochs=None, worker_count=data.get('worker_count', 0))
@@ -173,9 +139,9 @@ class CodeBatches:
       self._images.restart_at(step)
       self.iterator = self._images.iterator
     else:
-      loader = pipeline.build_loader(len(self._source), _Record(self._source), start_batch=step,
-                                     **self._kwargs)
-      self.iterator = iter(loader)  # what checkpoints save
+      stream = loader.build_loader(len(self._source), loader.Records(self._source),
+                                   start_batch=step, **self._kwargs)
+      self.iterator = iter(stream)  # what checkpoints save
 
   def next(self) -> dict[str, jax.Array]:
     local = next(self.iterator)
@@ -190,9 +156,9 @@ def held_out_codes(config: Any, count: int, ar_cfg) -> dict[str, np.ndarray]:
   """Up to `count` held-out sequences {'codes', 'label'} (empty arrays when there are none)."""
   data = config.data
   if config.get('eval_codes_dir'):
-    source = code_shards.CodeShards(config.eval_codes_dir)
+    source = sources.make_source('codes', directory=config.eval_codes_dir)
   elif data.kind == 'synthetic_codes':
-    source = _code_source(data, ar_cfg, config.seed, held_out=True)
+    source = code_source(data, ar_cfg, config.seed, held_out=True)
   else:
     return {'codes': np.zeros((0, ar_cfg.image_seq_len), np.int32),
             'label': np.zeros((0,), np.int32)}

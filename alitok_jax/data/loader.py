@@ -1,21 +1,21 @@
-"""grain input pipelines: per-process shards of image sources -> decoded, augmented batches.
+"""The generic grain loader: per-process, checkpointable batch iterators over any random-access
+source, in one global stream that does not depend on the process count.
 
-    loader = image_loader(make_source('folder', root='imagenet/train'), batch_size=48, seed=0,
-                          train=True, image_size=256)
+    loader = build_loader(len(source), Records(source), batch_size=64, seed=0, train=True,
+                          shard_index=None, shard_count=None, num_epochs=None, worker_count=0)
     it = iter(loader)                 # a grain DatasetIterator: get_state() / set_state()
-    batch = next(it)                  # {'image': uint8 [b, S, S, 3], 'label': int32 [b]}
-    loader.stats()['skipped']         # unreadable images skipped so far
+    batch = next(it)                  # the element_fn's dicts, stacked along a new first axis
+    loader.stats()['skipped']         # examples skipped as unreadable so far
 
 Order of work (one grain MapDataset, so any element is a pure function of its position):
 training: one global stream, a seeded shuffle of all source indices (a new order each epoch),
 cut into batches of the per-process size; process p of P takes batches p, p + P, p + 2P, ..., so
 global batch t (the P local batches of step t, in process order, as
 `jax.make_array_from_process_local_data` assembles them) does not depend on P; evaluation: the
-indices `shard_index::shard_count` in order. Then read + decode + transform with a numpy
-Generator seeded by (seed, epoch, source index) -> drop unreadable -> threads -> batch ->
-optional worker processes. Training follows the reference tokenizer recipe (resize shorter side,
-random crop, random flip; ALITOK_REFERENCE.md section 2); evaluation uses the ADM centre crop;
-pretokenization the ten-crop.
+indices `shard_index::shard_count` in order. Then `element_fn(epoch, index, position)` -> drop the
+elements it returns as None -> threads -> batch -> optional worker processes. The image examples
+(decode + transforms) are `image_pipeline.py`'s element_fn; pretokenized codes and synthetic
+codes use `Records`.
 
 Checkpoints: the iterator state is a small JSON-able dict (`it.get_state()`), restored with
 `it.set_state(state)` into a fresh `iter(loader)` built with the same arguments; grain's Orbax
@@ -25,7 +25,6 @@ handler (`grain.checkpoint.CheckpointSave` / `CheckpointRestore`) saves it per p
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import os
 import sys
@@ -36,10 +35,6 @@ from typing import Any, Callable, Iterator
 
 import grain
 import numpy as np
-
-from alitok_jax.data import image_io, transforms
-
-SOURCE_KINDS = ('synthetic', 'folder', 'tfds')
 
 
 class SkipCounter:
@@ -151,10 +146,6 @@ class Loader:
   def stats(self) -> dict[str, Any]:
     """{'skipped': examples skipped so far, 'skipped_names': the first of them}."""
     return {'skipped': self.skip_counter.count, 'skipped_names': self.skip_counter.names()}
-
-
-def loader_stats(loader: Loader) -> dict[str, Any]:
-  return loader.stats()
 
 
 def resolve_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
@@ -307,130 +298,13 @@ class _WithEpoch:
     return self.element_fn(position // self.shard_size, int(index), position)
 
 
-class _ImageExample:
-  """Reads, decodes and transforms one image; unreadable ones are counted and dropped (None)."""
+class Records:
+  """element_fn over a source of ready-made records (code shards, synthetic codes): its item at
+  the source index, whatever the epoch or position."""
 
-  def __init__(self, source, *, seed: int, train: bool, image_size: int, ten_crop: bool,
-               skip_counter: SkipCounter, with_index: bool):
-    self.source, self.seed, self.train = source, seed, train
-    self.image_size, self.ten_crop = image_size, ten_crop
-    self.skip_counter, self.with_index = skip_counter, with_index
+  def __init__(self, source):
+    self.source = source
 
-  def __call__(self, epoch: int, index: int, position: int) -> dict | None:
-    del position
-    record = None
-    try:
-      record = self.source[index]
-      image = record['image']
-      if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-              and image.shape[-1] == 3):
-        image = image_io.decode_image(image)
-      label = np.int32(record['label'])
-    except Exception as e:  # pylint: disable=broad-except  # a bad file must never stop a run
-      self.skip_counter.add(_record_name(self.source, index, record), e)
-      return None
-    if self.train:
-      rng = np.random.default_rng([self.seed, epoch, index])
-      image = transforms.train_transform(image, self.image_size, rng)
-    elif self.ten_crop:
-      image = transforms.ten_crop(image, self.image_size)
-    else:
-      image = transforms.eval_transform(image, self.image_size)
-    out = {'image': image, 'label': label}
-    if self.with_index:
-      out['index'] = np.int32(index)
-    return out
-
-
-def _record_name(source, index: int, record: Any) -> str:
-  """A name for log lines: the record's 'name', the source's `name_of(index)`, or the index."""
-  if isinstance(record, dict) and 'name' in record:
-    return str(record['name'])
-  name_of = getattr(source, 'name_of', None)
-  return str(name_of(index)) if name_of is not None else f'{type(source).__name__}[{index}]'
-
-
-def image_loader(source, *, batch_size: int, seed: int, train: bool, image_size: int,
-                 shard_index: int | None = None, shard_count: int | None = None,
-                 num_epochs: int | None = None, worker_count: int = 0, ten_crop: bool = False,
-                 pad_last: bool = False, read_threads: int = 8,
-                 prefetch_buffer: int | None = None, start_batch: int = 0) -> Loader:
-  """Batches of images and labels of this process's shard of `source`.
-
-  Args:
-    source: a RandomAccessDataSource of {'image': encoded bytes | uint8 [H, W, 3] | PIL image,
-      'label': int, optionally 'name'} (`make_source`).
-    batch_size: examples per batch in this process.
-    seed: shuffling and augmentation seed; augmentation of source index i in epoch e uses
-      `np.random.default_rng([seed, e, i])`, so an example never depends on threads, workers
-      or where a run was resumed.
-    train: True: shuffled (a new order each epoch), repeated `num_epochs` times (None: forever),
-      resize shorter side + random crop + random flip, full batches only; batches are
-      {'image': uint8 [b, S, S, 3], 'label': int32 [b]}.
-      False: one ordered pass (`num_epochs` passes if given), ADM centre crop (or ten-crop), the
-      last partial batch kept; batches add 'index' int32 [b] (source index of every row). The
-      real count of a batch is its length; with pad_last=True every batch has exactly
-      batch_size rows and 'mask' bool [b] marks the real ones (padding: zeros, label -1), and
-      `loader.padded_pass()` gives every process the same number of batches.
-    image_size: S.
-    shard_index, shard_count: this process's shard (default jax.process_index() / count()).
-      train=True: shard k takes batches k, k + count, ... of one global shuffled stream, so the
-      examples of a global batch (all shards' batches of one step) are disjoint, an epoch covers
-      the source, and the global batches are the same for any count with the same
-      batch_size * count (unless images are skipped as unreadable, which shifts a shard's
-      batches; so do worker processes, see below). train=False: shard k reads source indices
-      k, k + count, k + 2 count, ... in order (disjoint, covering).
-    num_epochs: see `train`.
-    worker_count: 0 decodes in threads of this process; > 0 starts grain worker processes
-      (batches then come round-robin from the workers, each holding a slice of the shard, so the
-      batch order depends on worker_count; restore a state with the same worker_count).
-    ten_crop: train=False only: images are the pretokenization ten-crop, uint8 [b, 10, S, S, 3].
-    pad_last: see `train`.
-    read_threads, prefetch_buffer: grain ReadOptions (threads decoding, elements read ahead).
-    start_batch: train=True only: start at this shard's batch `start_batch` (resume at a step
-      when no saved iterator state fits, e.g. after a change of process count).
-
-  Unreadable or corrupt images are skipped, never raised: `loader.stats()['skipped']` counts
-  them (worker processes included).
-  """
-  if ten_crop and train:
-    raise ValueError('ten_crop is the pretokenization transform: use it with train=False')
-  if image_size < 1:
-    raise ValueError(f'image_size must be positive, got {image_size}')
-  counter = SkipCounter()
-  element_fn = _ImageExample(source, seed=seed, train=train, image_size=image_size,
-                             ten_crop=ten_crop, skip_counter=counter, with_index=not train)
-  return build_loader(len(source), element_fn, batch_size=batch_size, seed=seed, train=train,
-                      shard_index=shard_index, shard_count=shard_count, num_epochs=num_epochs,
-                      worker_count=worker_count, pad_last=pad_last, read_threads=read_threads,
-                      prefetch_buffer=prefetch_buffer, skip_counter=counter,
-                      start_batch=start_batch)
-
-
-def make_source(kind: str, **kwargs):
-  """A source from config-like arguments.
-
-    make_source('synthetic', num_classes=10, size=10000, image_size=64, seed=0)
-    make_source('folder', root='/data/imagenet/train')
-    make_source('tfds', name='imagenet2012', split='train', data_dir='/data/tfds')
-  """
-  # pylint: disable=import-outside-toplevel
-  from alitok_jax.data import folders, synthetic, tfds_source
-  factories = {'synthetic': synthetic.SyntheticImages, 'folder': folders.ImageFolder,
-               'tfds': tfds_source.tfds_source}
-  if kind not in factories:
-    raise ValueError(f'unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}')
-  factory = factories[kind]
-  params = inspect.signature(factory).parameters
-  unknown = sorted(set(kwargs) - set(params))
-  missing = sorted(name for name, p in params.items()
-                   if p.default is inspect.Parameter.empty and name not in kwargs
-                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
-  if unknown or missing:
-    accepted = ', '.join(
-        n + ('' if p.default is inspect.Parameter.empty else f'={p.default!r}')
-        for n, p in params.items())
-    problems = ([f'unknown arguments {unknown}'] if unknown else []) + (
-        [f'missing arguments {missing}'] if missing else [])
-    raise ValueError(f'data source {kind!r}: {"; ".join(problems)}; it takes ({accepted})')
-  return factory(**kwargs)
+  def __call__(self, epoch: int, index: int, position: int) -> dict:
+    del epoch, position
+    return self.source[index]
