@@ -11,14 +11,14 @@ from conftest import FIXTURE_HEADS, REPO
 
 from alitok_jax import Generator, Tokenizer, checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
-from alitok_jax.convert import detect, keys, run, torch_format
+from alitok_jax.convert import detect, engine, keys, run, state_dict, torch_format
 from alitok_jax.models import build, variants
 
 REFERENCE_KEYS = REPO.parent / 'shared' / 'reference' / 'state_dict_keys.json'
 
 
 def _fixture_sd(fixtures_dir, name):
-  return run.read_torch_state_dict(fixtures_dir / f'{name}.pth')
+  return state_dict.read_state_dict(fixtures_dir / f'{name}.pth')
 
 
 @pytest.mark.parametrize('name', ['ar', 'tokenizer', 'tokenizer_stage1'])
@@ -55,7 +55,8 @@ def _reference_models():
 @pytest.mark.parametrize('config,reference_shapes', _reference_models())
 def test_key_table_matches_full_size_reference_state_dicts(config, reference_shapes):
   # The full-size models' torch names and shapes, produced from abstract shapes alone.
-  ours = {k: list(v.shape) for k, v in keys.to_state_dict(_abstract_numpy(config)).items()}
+  params = _abstract_numpy(config)
+  ours = {k: list(v.shape) for k, v in keys.key_table(params).to_state_dict(params).items()}
   reference = {k: v for k, v in reference_shapes.items() if k != '__note__'}
   if isinstance(config, variants.ARConfig):
     # The reference lists block 0 only; every block has the same keys.
@@ -80,7 +81,7 @@ def test_torch_to_jax_to_torch_is_bit_identical(fixtures_dir, model_dirs, tmp_pa
   report = run.model_dir_to_torch(model_dirs[name], back)
   assert report.direction == 'jax->torch'
   original = _fixture_sd(fixtures_dir, name)
-  restored = run.read_torch_state_dict(back)
+  restored = state_dict.read_state_dict(back)
   assert sorted(restored) == sorted(original)
   for k in original:
     assert restored[k].dtype == original[k].dtype, k
@@ -119,10 +120,10 @@ def test_random_model_survives_jax_torch_jax(tmp_path):
 
 def test_nested_training_checkpoint_is_unwrapped():
   sd = {'a.weight': np.zeros((2, 2), np.float32)}
-  assert detect.unwrap_state_dict({'model_state': sd, 'start_step': 5, 'log_dir': 'x'},
+  assert state_dict.unwrap_state_dict({'model_state': sd, 'start_step': 5, 'log_dir': 'x'},
                                   'last.pth') == sd
-  with pytest.raises(keys.ConversionError, match='not a plain state dict'):
-    detect.unwrap_state_dict({'model': sd}, 'x.pth')
+  with pytest.raises(engine.ConversionError, match='not a plain state dict'):
+    state_dict.unwrap_state_dict({'model': sd}, 'x.pth')
 
 
 def test_codebook_usage_buffer_round_trips(fixtures_dir, tmp_path):
@@ -133,7 +134,7 @@ def test_codebook_usage_buffer_round_trips(fixtures_dir, tmp_path):
   assert report.extras == ('codebook_usage',)
   np.testing.assert_array_equal(checkpoint.restore_codebook_usage(tmp_path / 's1'), usage)
   run.model_dir_to_torch(tmp_path / 's1', tmp_path / 'back.pth')
-  np.testing.assert_array_equal(run.read_torch_state_dict(tmp_path / 'back.pth')
+  np.testing.assert_array_equal(state_dict.read_state_dict(tmp_path / 'back.pth')
                                 ['quantize.embed_prob'], usage)
 
 

@@ -14,7 +14,7 @@ from flax import nnx
 from alitok_jax import checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, keys, run, torch_format
+from alitok_jax.convert import detect, engine, run, state_dict, torch_format
 from alitok_jax.losses import perceptual
 from alitok_jax.models import build, variants
 from alitok_jax.models.convnext import CONVNEXT, ConvNeXtConfig
@@ -23,7 +23,7 @@ SMALL_KEYS = REPO.parent / 'shared' / 'reference' / 'convnext_small_keys.json'
 
 
 def _fixture_sd(fixtures_dir):
-  return run.read_torch_state_dict(fixtures_dir / 'convnext_tiny_random.pth')
+  return state_dict.read_state_dict(fixtures_dir / 'convnext_tiny_random.pth')
 
 
 _apply = jax.jit(lambda graphdef, params, x: nnx.merge(graphdef, params)(x), static_argnums=0)
@@ -38,7 +38,7 @@ def _logits(config, params, images_nhwc, dtype=jnp.float32):
 def fixture_params(fixtures_dir):
   sd = _fixture_sd(fixtures_dir)
   config = convnext_keys.infer_config(sd, 'fixture')
-  return config, convnext_keys.to_params(sd, build.abstract_params(config), config)
+  return config, convnext_keys.key_table(config).to_params(sd, build.abstract_params(config))
 
 
 def test_config_table_and_serialisation():
@@ -81,9 +81,9 @@ def test_key_table_covers_full_size_torchvision_names():
   config = detect.infer_config(sd)
   assert config.stages == CONVNEXT['small'].stages and config.num_classes == 1000
   abstract = build.abstract_params(config)
-  ours = convnext_keys.to_state_dict(
+  ours = convnext_keys.key_table(config).to_state_dict(
       tree_util.unflatten({p: np.broadcast_to(np.zeros((), np.float32), a.shape)
-                           for p, a in tree_util.flatten(abstract).items()}), config)
+                           for p, a in tree_util.flatten(abstract).items()}))
   assert {k: list(v.shape) for k, v in ours.items()} == shapes
   assert list(ours) == list(shapes)  # torchvision's order
   assert sum(np.prod(a.shape) for a in tree_util.flatten(abstract).values()) == 50_223_688
@@ -103,12 +103,12 @@ def test_converter_hooks_and_round_trip_through_torch_files(fixtures_dir, fixtur
                                 sd['features.2.1.weight'].transpose(2, 3, 1, 0))
   # params -> torch file -> params is bit-identical, and so is the torch side.
   torch_format.save_torch_state_dict(tmp_path / 'back.pth',
-                                     convnext_keys.to_state_dict(params, config))
-  back = run.read_torch_state_dict(tmp_path / 'back.pth')
+                                     convnext_keys.key_table(config).to_state_dict(params))
+  back = state_dict.read_state_dict(tmp_path / 'back.pth')
   assert list(back) == list(sd)
   for k in sd:
     np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
-  again = convnext_keys.to_params(back, build.abstract_params(config), config)
+  again = convnext_keys.key_table(config).to_params(back, build.abstract_params(config))
   for path, v in tree_util.flatten(params).items():
     np.testing.assert_array_equal(tree_util.flatten(again)[path], v)
 
@@ -119,19 +119,19 @@ def test_converter_is_strict(fixtures_dir, fixture_params):
   abstract = build.abstract_params(config)
   bad = dict(sd)
   del bad['features.5.1.block.3.bias']
-  with pytest.raises(keys.ConversionError, match=r'missing keys: features\.5\.1\.block\.3\.bias'):
-    convnext_keys.to_params(bad, abstract, config)
-  with pytest.raises(keys.ConversionError, match=r'unexpected keys: features\.1\.0\.extra'):
-    convnext_keys.to_params({**sd, 'features.1.0.extra': sd['features.0.0.bias']}, abstract,
-                            config)
+  with pytest.raises(engine.ConversionError, match=r'missing keys: features\.5\.1\.block\.3\.bias'):
+    convnext_keys.key_table(config).to_params(bad, abstract)
+  with pytest.raises(engine.ConversionError, match=r'unexpected keys: features\.1\.0\.extra'):
+    convnext_keys.key_table(config).to_params(
+        {**sd, 'features.1.0.extra': sd['features.0.0.bias']}, abstract)
   bad = dict(sd)
   bad['features.3.0.layer_scale'] = np.zeros((32,), np.float32)
-  with pytest.raises(keys.ConversionError,
+  with pytest.raises(engine.ConversionError,
                      match=r'features\.3\.0\.layer_scale has shape \[32\], .* \[32, 1, 1\]'):
-    convnext_keys.to_params(bad, abstract, config)
+    convnext_keys.key_table(config).to_params(bad, abstract)
   # Gaps in the numbering of stages or blocks are refused when sizes are inferred.
   gap = {k: v for k, v in sd.items() if not k.startswith('features.5.0.')}
-  with pytest.raises(keys.ConversionError, match='stage 2'):
+  with pytest.raises(engine.ConversionError, match='stage 2'):
     convnext_keys.infer_config(gap, 'gap.pth')
 
 
@@ -150,7 +150,7 @@ def test_cli_converts_fixture_both_ways(fixtures_dir, tmp_path, capsys):
   # And back to a torch file, bit-identical to the original.
   assert cli.main([str(tmp_path / 'convnext'), str(tmp_path / 'back.pth')]) == 0
   assert 'jax->torch' in capsys.readouterr().out
-  original, back = _fixture_sd(fixtures_dir), run.read_torch_state_dict(tmp_path / 'back.pth')
+  original, back = _fixture_sd(fixtures_dir), state_dict.read_state_dict(tmp_path / 'back.pth')
   assert sorted(back) == sorted(original)
   for k in original:
     np.testing.assert_array_equal(back[k], original[k], err_msg=k)

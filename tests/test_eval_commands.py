@@ -146,7 +146,7 @@ def test_missing_weights_say_what_to_get(tmp_path):
   with pytest.raises(FileNotFoundError, match='pt_inception-2015-12-05-6726825d.pth'):
     fid_command.run(config, str(tmp_path / 'out'))
   config = _config('rfid', random_lpips=False, lpips=str(tmp_path / 'weights' / 'lpips'))
-  with pytest.raises(FileNotFoundError, match='convert.lpips vgg16-397923af.pth vgg.pth'):
+  with pytest.raises(FileNotFoundError, match='convert vgg16-397923af.pth vgg.pth'):
     rfid_command.run(config, str(tmp_path / 'out'))  # before any model is built
   config = _config('rfid', random_lpips=False, random_inception=False,
                    inception=str(tmp_path / 'weights' / 'inception'))

@@ -18,7 +18,7 @@ from flax import nnx
 
 from alitok_jax import checkpoint
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import run
+from alitok_jax.convert import state_dict
 from alitok_jax.losses import gan, perceptual
 from alitok_jax.models import build, variants
 from alitok_jax.models.discriminator import (
@@ -138,9 +138,9 @@ def test_hinge_and_generator_losses_on_constructed_logits():
 @pytest.fixture(scope='module')
 def perceptual_net(fixtures_dir):
   """(graphdef, params) of the tiny random ConvNeXt fixture."""
-  sd = run.read_torch_state_dict(fixtures_dir / 'convnext_tiny_random.pth')
+  sd = state_dict.read_state_dict(fixtures_dir / 'convnext_tiny_random.pth')
   config = convnext_keys.infer_config(sd)
-  params = convnext_keys.to_params(sd, build.abstract_params(config), config)
+  params = convnext_keys.key_table(config).to_params(sd, build.abstract_params(config))
   return build.abstract(config)[0], jax.tree.map(jnp.asarray, params)
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from alitok_jax import checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
-from alitok_jax.convert import detect, run, torch_format
+from alitok_jax.convert import detect, run, state_dict, torch_format
 from alitok_jax.convert import inception as inception_keys
-from alitok_jax.convert.keys import ConversionError
+from alitok_jax.convert.engine import ConversionError
 from alitok_jax.eval import features
 from alitok_jax.models import build, inception
 
@@ -96,7 +96,7 @@ def test_average_pool_leaves_padding_out_and_max_pool_ignores_it():
 
 
 def _write_torch_file(path, params, extra=None):
-  sd = inception_keys.to_state_dict(params)
+  sd = inception_keys.key_table(params).to_state_dict(params)
   sd.update(extra or {})
   torch_format.save_torch_state_dict(path, sd)
   return sd
@@ -119,7 +119,7 @@ def test_converter_round_trip_and_same_outputs(perturbed, forward, tmp_path):
   # And back: model directory -> torch file with pytorch-fid's names, bit-identical.
   back = tmp_path / 'back.pth'
   run.model_dir_to_torch(tmp_path / 'inception', back)
-  again = run.read_torch_state_dict(back)
+  again = state_dict.read_state_dict(back)
   sd.pop('Conv2d_1a_3x3.bn.num_batches_tracked')
   assert sorted(again) == sorted(sd)
   for k, v in sd.items():
@@ -128,16 +128,16 @@ def test_converter_round_trip_and_same_outputs(perturbed, forward, tmp_path):
 
 def test_converter_is_strict_and_refuses_the_wrong_inception(perturbed):
   _, params = perturbed
-  sd = dict(inception_keys.to_state_dict(params))
+  sd = dict(inception_keys.key_table(params).to_state_dict(params))
   assert detect.detect_kind(sd) == 'inception'
   abstract = build.abstract_params(inception.InceptionConfig())
   bad = dict(sd)
   bad.pop('Mixed_6d.branch1x1.bn.running_var')
   with pytest.raises(ConversionError, match='missing keys: Mixed_6d.branch1x1.bn.running_var'):
-    inception_keys.to_params(bad, abstract)
+    inception_keys.key_table(abstract).to_params(bad, abstract)
   bad = {**sd, 'Mixed_5b.branch1x1.conv.weight': np.zeros((64, 192, 3, 3), np.float32)}
   with pytest.raises(ConversionError, match=r'Mixed_5b.branch1x1.conv.weight has shape'):
-    inception_keys.to_params(bad, abstract)
+    inception_keys.key_table(abstract).to_params(bad, abstract)
   aux = {**sd, 'AuxLogits.fc.weight': np.zeros((1000, 768), np.float32)}
   with pytest.raises(ConversionError, match='torchvision.*not the FID Inception.*pt_inception'):
     detect.infer_config(aux)
@@ -167,7 +167,7 @@ def test_parity_with_pytorch_fid(perturbed, forward, monkeypatch, shape):
   pytest.importorskip('torchvision')
   pfid = pytest.importorskip('pytorch_fid.inception')
   _, params = perturbed
-  sd = inception_keys.to_state_dict(params)
+  sd = inception_keys.key_table(params).to_state_dict(params)
   # fid_inception_v3() loads its weights from this function: hand it ours (strict load).
   monkeypatch.setattr(pfid, 'load_state_dict_from_url',
                       lambda *a, **k: {n: torch.from_numpy(v) for n, v in sd.items()})

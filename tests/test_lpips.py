@@ -12,7 +12,7 @@ from test_torch_legacy import write_legacy
 
 from alitok_jax.convert import __main__ as cli
 from alitok_jax.convert import lpips as lpips_keys
-from alitok_jax.convert.keys import ConversionError
+from alitok_jax.convert.engine import ConversionError
 from alitok_jax.losses import lpips as lpips_loss
 from alitok_jax.models import build, lpips
 from alitok_jax.models.lpips import LPIPSConfig
@@ -48,22 +48,23 @@ def _torch_files(tmp_path, params):
 
 def test_converts_from_two_files_and_gives_the_same_distances(tmp_path, params, images):
   vgg_path, lin_path = _torch_files(tmp_path, params)
-  assert lpips_keys.main([str(vgg_path), str(lin_path), str(tmp_path / 'lpips')]) == 0
+  assert cli.main([str(vgg_path), str(lin_path), str(tmp_path / 'lpips')]) == 0
   loaded = lpips_loss.load_params(tmp_path / 'lpips')
   np.testing.assert_array_equal(_distance(loaded, *images), _distance(params, *images))
   # The one-file converter recognises either half and says which command takes both.
   assert cli.main([str(vgg_path), str(tmp_path / 'x')]) == 2
-  with pytest.raises(ConversionError, match='python -m alitok_jax.convert.lpips'):
-    from alitok_jax.convert import detect, run  # noqa: PLC0415
+  with pytest.raises(ConversionError,
+                     match='python -m alitok_jax.convert vgg16-397923af.pth vgg.pth'):
+    from alitok_jax.convert import detect, state_dict  # noqa: PLC0415
 
-    detect.infer_config(run.read_torch_state_dict(lin_path))
+    detect.infer_config(state_dict.read_state_dict(lin_path))
 
 
 def test_converter_is_strict(params):
   vgg, lin = lpips_keys.to_state_dicts(params)
-  with pytest.raises(ConversionError, match='missing: features.28.bias'):
+  with pytest.raises(ConversionError, match='missing keys: features.28.bias'):
     lpips_keys.to_params({k: v for k, v in vgg.items() if k != 'features.28.bias'}, lin)
-  with pytest.raises(ConversionError, match='unexpected: features.30.weight'):
+  with pytest.raises(ConversionError, match='unexpected keys: features.30.weight'):
     lpips_keys.to_params({**vgg, 'features.30.weight': np.zeros(1)}, lin)
   with pytest.raises(ConversionError, match=r'lin2.model.1.weight has shape \[1, 128, 1, 1\]'):
     lpips_keys.to_params(vgg, {**lin, 'lin2.model.1.weight': np.zeros((1, 128, 1, 1))})

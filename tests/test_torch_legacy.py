@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from alitok_jax.convert import run, torch_format, torch_legacy
+from alitok_jax.convert import state_dict, torch_format, torch_legacy
 from alitok_jax.convert.torch_format import TorchFormatError
 
 _STORAGES = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage',
@@ -71,7 +71,7 @@ def test_reads_hand_written_legacy_files(tmp_path, transpose_first):
   path = tmp_path / 'old.pth'
   write_legacy(path, sd, transpose_first=transpose_first)
   assert torch_legacy.is_legacy_file(path)
-  for loaded in (torch_legacy.load_any(path), run.read_torch_state_dict(path)):
+  for loaded in (torch_legacy.load_any(path), state_dict.read_state_dict(path)):
     assert list(loaded) == list(sd)
     for k, v in sd.items():
       assert loaded[k].dtype == v.dtype and loaded[k].flags['C_CONTIGUOUS']

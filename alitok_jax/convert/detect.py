@@ -10,9 +10,9 @@ Kinds (ALITOK_REFERENCE.md; names in ../shared/reference/state_dict_keys.json):
 - torchvision ConvNeXt (`convnext_small-0c510722.pth`, the perceptual loss's network):
   `features.*` / `classifier.*`; stages and widths follow from the keys (`convert/convnext.py`);
 - pytorch-fid's FID Inception (`pt_inception-2015-12-05-6726825d.pth`, evaluation):
-  `Conv2d_1a_3x3.*`, `Mixed_*`, `fc.*` (`convert/inception.py`); torchvision's VGG16 and the LPIPS
-  linear layers are recognised only to point at `python -m alitok_jax.convert.lpips`, which needs
-  both files.
+  `Conv2d_1a_3x3.*`, `Mixed_*`, `fc.*` (`convert/inception.py`);
+- torchvision's VGG16 and the LPIPS linear layers (`convert/lpips.py`): each is half of LPIPS,
+  which converts from both files at once.
 
 The tokenizer's head counts cannot be read off weight shapes: released widths use the known counts
 (768 -> 12, 1024 -> 16); other widths need them given explicitly.
@@ -21,13 +21,14 @@ The tokenizer's head counts cannot be read off weight shapes: released widths us
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from alitok_jax.convert import convnext as convnext_keys
 from alitok_jax.convert import inception as inception_keys
-from alitok_jax.convert.keys import ConversionError
+from alitok_jax.convert import lpips as lpips_keys
+from alitok_jax.convert.engine import ConversionError
 from alitok_jax.models.variants import KNOWN_HEADS, ARConfig, TokenizerConfig, ViTConfig
 
 _AR_KEYS = ('embeddings.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.q_norm.weight',
@@ -35,19 +36,6 @@ _AR_KEYS = ('embeddings.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.q_no
 _TOKENIZER_KEYS = ('latent_tokens', 'encoder.patch_embed.weight', 'encoder.positional_embedding',
                    'decoder.decoder_embed.weight', 'decoder.class_embedding',
                    'quantize.embedding.weight')
-
-
-def unwrap_state_dict(obj: Any, source: str) -> dict[str, np.ndarray]:
-  """The state dict inside a loaded checkpoint: the object itself or its `model_state`."""
-  if isinstance(obj, Mapping) and 'model_state' in obj and isinstance(obj['model_state'], Mapping):
-    obj = obj['model_state']
-  if not isinstance(obj, Mapping) or not obj:
-    raise ConversionError(f'{source} holds a {type(obj).__name__}, not a state dict '
-                          '(a mapping from parameter names to tensors)')
-  not_arrays = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
-  if not_arrays:
-    raise ConversionError(f'{source} is not a plain state dict: {not_arrays[:5]} are not tensors')
-  return dict(obj)
 
 
 def _count_blocks(sd: Mapping[str, np.ndarray], prefix: str) -> int:
@@ -67,8 +55,6 @@ def _shape(sd: Mapping[str, np.ndarray], key: str, source: str) -> tuple[int, ..
 def detect_kind(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> str:
   """'ar', 'tokenizer_stage1', 'tokenizer_stage2', 'convnext', 'inception', 'lpips_vgg16' or
   'lpips_lin'."""
-  from alitok_jax.convert import lpips as lpips_keys  # noqa: PLC0415 (it imports this module)
-
   if all(k in sd for k in _AR_KEYS):
     return 'ar'
   if inception_keys.is_inception(sd):  # FID Inception (evaluation)
@@ -114,8 +100,6 @@ def infer_config(sd: Mapping[str, np.ndarray], *, encoder_heads: int | None = No
   if kind == 'inception':
     return inception_keys.infer_config(sd, source)
   if kind in ('lpips_vgg16', 'lpips_lin'):
-    from alitok_jax.convert import lpips as lpips_keys  # noqa: PLC0415
-
     raise ConversionError(f'{source} is half of LPIPS, which converts from two files: '
                           f'{lpips_keys.HOW_TO}')
   if kind == 'convnext':

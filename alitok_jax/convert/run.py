@@ -1,8 +1,10 @@
-"""Converts between PyTorch AliTok checkpoints and this package's model directories, both ways.
+"""Converts between PyTorch checkpoints and this package's model directories, both ways.
 
-torch -> JAX: read the `torch.save` file without PyTorch (`torch_format`), find the state dict
-(bare or under `model_state`), detect the model and its sizes (`detect`), map every key strictly
-(`keys`), and write a model directory (`checkpoint.save_model_dir`): Orbax params + config.json.
+torch -> JAX: read the `torch.save` file without PyTorch and find its state dict
+(`state_dict.read_state_dict`), detect the model and its sizes (`detect`), apply the model's key
+table strictly (`engine.KeyTable`, from `key_table`), and write a model directory
+(`checkpoint.save_model_dir`): Orbax params + config.json. LPIPS reads two files
+(`lpips_to_model_dir`).
 
 JAX -> torch: read a model directory and write a state dict that the reference code loads with
 `model.load_state_dict(torch.load(path))`; JAX -> torch -> JAX is bit-identical.
@@ -13,15 +15,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 
 from alitok_jax import checkpoint
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, keys, torch_format, torch_legacy
+from alitok_jax.convert import detect, engine, keys, torch_format
 from alitok_jax.convert import inception as inception_keys
+from alitok_jax.convert import lpips as lpips_keys
+from alitok_jax.convert.state_dict import read_state_dict
 from alitok_jax.models import build
 from alitok_jax.models.convnext import ConvNeXtConfig
 from alitok_jax.models.inception import InceptionConfig
@@ -34,7 +38,7 @@ class ConversionReport:
   direction: str  # 'torch->jax' or 'jax->torch'
   source: str
   destination: str
-  config: TokenizerConfig | ARConfig
+  config: Any  # the model config: TokenizerConfig, ARConfig, ConvNeXtConfig, ...
   num_params: int
   extras: tuple[str, ...] = ()
 
@@ -48,6 +52,8 @@ class ConversionReport:
               f'{cfg.num_classes} classes')
     elif isinstance(cfg, InceptionConfig):
       what = f'FID Inception-v3 (pytorch-fid), {cfg.num_classes} classes'
+    elif isinstance(cfg, LPIPSConfig):
+      what = 'LPIPS vgg16 v0.1'
     else:
       what = (f'tokenizer stage {cfg.stage}: encoder {cfg.encoder.width}x{cfg.encoder.layers} '
               f'({cfg.encoder.heads} heads), decoder {cfg.decoder.width}x{cfg.decoder.layers} '
@@ -58,34 +64,44 @@ class ConversionReport:
             f'  {self.num_params:,} parameters ({self.num_params / 1e6:.1f}M){extras}')
 
 
-def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """The state dict of a torch checkpoint file (zip or legacy format), as numpy arrays."""
-  return detect.unwrap_state_dict(torch_legacy.load_any(path), str(path))
+def key_table(config: Any, params: Mapping[Any, Any]) -> engine.KeyTable:
+  """The key table of a model config; `params` (abstract or concrete) for tables by rule."""
+  if isinstance(config, ConvNeXtConfig):
+    return convnext_keys.key_table(config)
+  if isinstance(config, InceptionConfig):
+    return inception_keys.key_table(params)
+  if isinstance(config, LPIPSConfig):
+    return lpips_keys.key_table()
+  return keys.key_table(params)
 
 
 def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
                        encoder_heads: int | None = None, decoder_heads: int | None = None,
                        overwrite: bool = False) -> ConversionReport:
   """Converts a torch checkpoint file into a model directory."""
-  sd = read_torch_state_dict(src)
+  sd = read_state_dict(src)
   config = detect.infer_config(sd, encoder_heads=encoder_heads, decoder_heads=decoder_heads,
                                source=str(src))
-  if isinstance(config, ConvNeXtConfig):
-    params = convnext_keys.to_params(sd, build.abstract_params(config), config, source=str(src))
-  elif isinstance(config, InceptionConfig):
-    params = inception_keys.to_params(sd, build.abstract_params(config), source=str(src))
-  else:
-    params = keys.to_params(sd, build.abstract_params(config), source=str(src))
+  abstract = build.abstract_params(config)
+  params = key_table(config, abstract).to_params(sd, abstract, source=str(src))
   buffers = keys.split_buffers(sd)
   usage = buffers.get('codebook_usage')
   if usage is not None and (not isinstance(config, TokenizerConfig)
                             or usage.shape != (config.codebook_size,)):
-    raise keys.ConversionError(f'{src}: quantize.embed_prob has shape {list(usage.shape)}, '
-                               'expected one entry per code')
+    raise engine.ConversionError(f'{src}: quantize.embed_prob has shape {list(usage.shape)}, '
+                                 'expected one entry per code')
   checkpoint.save_model_dir(dst, config, params, codebook_usage=usage, overwrite=overwrite,
                             metadata={'converted_from': os.path.basename(str(src))})
   return ConversionReport('torch->jax', str(src), str(dst), config, build.count_params(config),
                           tuple(buffers))
+
+
+def lpips_to_model_dir(vgg: str | os.PathLike, lin: str | os.PathLike, dst: str | os.PathLike, *,
+                       overwrite: bool = False) -> ConversionReport:
+  """LPIPS from its two files (torchvision's VGG16 and lpips' v0.1 linear layers, either order)."""
+  config = lpips_keys.convert(vgg, lin, dst, overwrite=overwrite)
+  return ConversionReport('torch->jax', f'{vgg} + {lin}', str(dst), config,
+                          build.count_params(config))
 
 
 def load_model_dir_numpy(directory: str | os.PathLike) -> tuple[Any, dict[str, Any], np.ndarray | None]:
@@ -104,14 +120,9 @@ def model_dir_to_torch(src: str | os.PathLike, dst: str | os.PathLike, *,
     raise checkpoint.CheckpointError(f'{dst} exists (pass --overwrite to replace it)')
   config, params, usage = load_model_dir_numpy(src)
   if isinstance(config, LPIPSConfig):
-    raise keys.ConversionError(f'{src} is an LPIPS model directory; it converts one way only '
-                               '(from torchvision VGG16 + lpips vgg.pth)')
-  if isinstance(config, ConvNeXtConfig):
-    sd = convnext_keys.to_state_dict(params, config)
-  elif isinstance(config, InceptionConfig):
-    sd = inception_keys.to_state_dict(params)
-  else:
-    sd = keys.to_state_dict(params)
+    raise engine.ConversionError(f'{src} is an LPIPS model directory; it converts one way only '
+                                 '(from torchvision VGG16 + lpips vgg.pth)')
+  sd = key_table(config, params).to_state_dict(params)
   extras = ()
   if usage is not None:
     sd['quantize.embed_prob'] = usage

@@ -5,7 +5,7 @@ ALITOK_REFERENCE.md section 2: the reference adds `lpips_weight * LPIPS(2x - 1, 
 (`train_tokenizer/loss/mse_lpips_gan.py`), lpips' VGG variant (`models/lpips.py`). Here images are
 NHWC in [0, 1]; the [-1, 1] scaling happens inside.
 
-    params = load_params('weights/lpips')     # from `python -m alitok_jax.convert.lpips ...`
+    params = load_params('weights/lpips')     # from `python -m alitok_jax.convert VGG LIN DIR`
     d = lpips_distance(params, x, recon)      # [B] float32, differentiable in x and recon
 """
 
@@ -24,7 +24,7 @@ from alitok_jax import checkpoint, tree_util
 from alitok_jax.models import build
 from alitok_jax.models.lpips import LPIPSConfig
 
-_HOW_TO = ('convert the LPIPS weights first: python -m alitok_jax.convert.lpips '
+_HOW_TO = ('convert the LPIPS weights first: python -m alitok_jax.convert '
            'vgg16-397923af.pth vgg.pth weights/lpips (see alitok_jax/convert/lpips.py for where '
            'to get the two files)')
 

@@ -11,7 +11,7 @@ Follows the `lpips` package (github richzhang/PerceptualSimilarity, `lpips/lpips
   two images' taps is weighted per channel by a non-negative 1x1 conv without bias (`lin0..lin4`),
   averaged over space, and the five layers are summed -> one distance per image pair.
 Weights: torchvision's `vgg16-397923af.pth` (trunk) and lpips' `weights/v0.1/vgg.pth` (linear
-layers), converted together by `python -m alitok_jax.convert.lpips`.
+layers), converted together by `python -m alitok_jax.convert VGG16 LIN DIR`.
 
 `__call__(x, y)` takes NHWC images in [0, 1] (lpips' `normalize=True`). Module names: `features`
 holds the 13 convs in order (torchvision indices in `VGG16_CONV_INDICES`), `lins` the 5 linear

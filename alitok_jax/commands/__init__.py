@@ -1,0 +1,1 @@
+"""What a user runs: one module per command, each a thin layer over the library."""
