@@ -27,7 +27,7 @@ from flax import nnx
 from alitok_jax import checkpoint, validate
 from alitok_jax.models import ar as ar_lib
 from alitok_jax.models import build, functional
-from alitok_jax.models.variants import ARConfig, TokenizerConfig
+from alitok_jax.models.variants import RELEASED_GUIDANCE, ARConfig, TokenizerConfig
 from alitok_jax.sample import sampler as sampler_lib
 from alitok_jax.sample.cfg import Guidance
 from alitok_jax.sample.strategies import Sampling
@@ -150,17 +150,58 @@ class Generator(_Model):
                                                 attention=attention)
     return self._samplers[key]
 
-  def sample(self, labels, guidance_scale: float, guidance_pow: float, temperature: float = 1.0,
+  def strategies(self, guidance_scale: float | None = None, guidance_pow: float | None = None,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 *, guidance: Guidance | None = None,
+                 sampling: Sampling | None = None) -> tuple[Guidance, Sampling]:
+    """(Guidance, Sampling) from either form, checked against this model.
+
+    The short form is numbers (guidance_scale, guidance_pow; temperature, top_k, top_p); the
+    open form is the objects (`Guidance(...)`, `Sampling((Temperature(0.9), MinP(0.05)))` or
+    `Sampling.parse('top_k=50,min_p=0.05')`, with any filter of `sample/strategies.py`). One form
+    per part: guidance= with guidance_scale / guidance_pow, or sampling= with temperature /
+    top_k / top_p, is an error.
+    """
+    cfg = self.config
+    if guidance is None:
+      if guidance_scale is None or guidance_pow is None:
+        raise ValueError('give guidance_scale and guidance_pow (the released settings: '
+                         f'{_released_guidance()}; 0 for none), or guidance=Guidance(...)')
+      guidance = Guidance.create(guidance_scale, guidance_pow, cfg.image_seq_len)
+    elif guidance_scale is not None or guidance_pow is not None:
+      raise ValueError('pass either guidance=Guidance(...) or guidance_scale / guidance_pow, '
+                       'not both')
+    elif not isinstance(guidance, Guidance):
+      raise TypeError(f'guidance must be a Guidance, got {type(guidance).__name__}')
+    elif guidance.num_steps != cfg.image_seq_len:
+      raise ValueError(f'guidance.num_steps = {guidance.num_steps}, but this model samples '
+                       f'{cfg.image_seq_len} codes: use Guidance.create({guidance.scale}, '
+                       f'{guidance.power}, num_steps={cfg.image_seq_len})')
+    if sampling is None:
+      sampling = Sampling.create(temperature, top_k, top_p)
+    elif temperature != 1.0 or top_k is not None or top_p is not None:
+      raise ValueError('pass either sampling=Sampling(...) or temperature / top_k / top_p, '
+                       'not both')
+    elif not isinstance(sampling, Sampling):
+      raise TypeError(f'sampling must be a Sampling, got {type(sampling).__name__}')
+    sampling.check(cfg.codebook_size)
+    return guidance, sampling
+
+  def sample(self, labels, guidance_scale: float | None = None,
+             guidance_pow: float | None = None, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0, *,
+             guidance: Guidance | None = None, sampling: Sampling | None = None,
              first_index: int = 0, devices=None, segments: int = 8,
              attention: str = 'einsum') -> jax.Array:
     """Samples codes int32 [B, 273] for class labels int [B] in [0, 1000) (jitted KV-cache scan).
 
     Guidance follows the reference: scale (g - 1) * (1 - cos((s / 273) ** p * pi)) / 2 + 1 at
     step s, the conditional and "no class" halves run as one batch of 2B; g = 0 or 1 turns it
-    off. The released settings are B g=16.0 p=1.8, L g=6.0 p=0.7, XL g=13.0 p=1.4, temperature
-    1.0 (the reference draws from the full distribution: top_k = top_p = None). top_k=1 takes the
-    most likely code at every step.
+    off. The released settings (`models/variants.py:RELEASED_GUIDANCE`) are B g=16.0 p=1.8,
+    L g=6.0 p=0.7, XL g=13.0 p=1.4, temperature 1.0 (the reference draws from the full
+    distribution: top_k = top_p = None). top_k=1 takes the most likely code at every step.
+    Instead of the numbers, `guidance=` and `sampling=` take the strategy objects (see
+    `strategies`), e.g. `sampling=Sampling.parse('temperature=0.9,min_p=0.05')`.
 
     Randomness: image b draws from (seed, first_index + b) alone, so the same seed gives the same
     codes whatever the batch size or device count; pass first_index to continue a numbering.
@@ -182,10 +223,8 @@ class Generator(_Model):
       if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not (
           0 <= value < limit):
         raise ValueError(f'{name} must be an integer in [0, {limit}), got {value!r}')
-    guidance = Guidance.create(guidance_scale, guidance_pow, cfg.image_seq_len)
-    sampling = Sampling.create(temperature, top_k, top_p)
-    if sampling.top_k is not None and top_k > cfg.codebook_size:
-      raise ValueError(f'top_k = {top_k} exceeds the {cfg.codebook_size} codes')
+    guidance, sampling = self.strategies(guidance_scale, guidance_pow, temperature, top_k, top_p,
+                                         guidance=guidance, sampling=sampling)
     sampler = self.sampler(devices=devices, segments=segments, attention=attention)
     codes = sampler.sample(y, guidance, sampling, seed=int(seed), first_index=int(first_index))
     if not codes.is_fully_addressable:  # several processes: everyone gets every code
@@ -194,17 +233,23 @@ class Generator(_Model):
       return multihost_utils.process_allgather(codes, tiled=True)
     return codes
 
-  def guided_probs(self, codes, labels, guidance_scale: float, guidance_pow: float,
-                   temperature: float = 1.0, top_k: int | None = None,
-                   top_p: float | None = None) -> jax.Array:
+  def guided_probs(self, codes, labels, guidance_scale: float | None = None,
+                   guidance_pow: float | None = None, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None, *,
+                   guidance: Guidance | None = None,
+                   sampling: Sampling | None = None) -> jax.Array:
     """Teacher-forced: float32 [B, 273, 4096], the distribution `sample` draws code s from given
-    codes[:, :s] (guided logits at step s, temperature, top-k / top-p, softmax)."""
+    codes[:, :s] (guided logits at step s, then the sampling filters, then a softmax)."""
     cfg = self.config
     c = validate.codes(codes, cfg.image_seq_len, cfg.codebook_size)
     y = validate.labels(labels, c.shape[0], cfg.num_classes)
     if y is None:
       raise ValueError('labels are required (class ids in [0, 1000), one per image)')
+    guidance, sampling = self.strategies(guidance_scale, guidance_pow, temperature, top_k, top_p,
+                                         guidance=guidance, sampling=sampling)
     return sampler_lib.guided_probs(self._graphdef, self._params, jnp.asarray(y), jnp.asarray(c),
-                                    Guidance.create(guidance_scale, guidance_pow,
-                                                    cfg.image_seq_len),
-                                    Sampling.create(temperature, top_k, top_p))
+                                    guidance, sampling)
+
+
+def _released_guidance() -> str:
+  return ', '.join(f'{k} {g} / {p}' for k, (g, p) in RELEASED_GUIDANCE.items())

@@ -3,6 +3,8 @@ greedy and guided distributions (../shared/fixtures/ar), strategies, RNG, 8 devi
 
 from __future__ import annotations
 
+import dataclasses
+
 import isolated
 import jax
 import jax.numpy as jnp
@@ -142,6 +144,82 @@ def test_strategies_filter_as_specified():
   # keeps two.
   probs = np.asarray(strategies.Sampling.create(0.5, 3, 0.9).probs(logits))[0]
   np.testing.assert_allclose(probs[:2], t[:2] / t[:2].sum(), rtol=1e-5)
+
+
+def test_min_p_keeps_codes_near_the_most_likely():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  kept = lambda x: np.isfinite(np.asarray(x))[0].tolist()  # noqa: E731
+  assert kept(strategies.MinP(0.5)(logits)) == [True, True, False, False]  # p >= 0.25
+  assert kept(strategies.MinP(0.2)(logits)) == [True, True, True, False]  # p >= 0.1
+  assert kept(strategies.MinP(0.0)(logits)) == [True] * 4
+  assert kept(strategies.MinP(1.0)(logits)) == [True, False, False, False]
+  with pytest.raises(ValueError, match=r'min_p must lie in \[0, 1\]'):
+    strategies.MinP(1.5)
+
+
+def test_sampling_parse_names_the_filters_in_order():
+  logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  parsed = strategies.Sampling.parse('temperature=0.5,top_k=3,top_p=0.95')
+  np.testing.assert_array_equal(np.asarray(parsed.probs(logits)),
+                                np.asarray(strategies.Sampling.create(0.5, 3, 0.95).probs(logits)))
+  assert str(parsed) == 'temperature=0.5,top_k=3,top_p=0.95'
+  both = strategies.Sampling.create(1.0, extra='min_p=0.5')
+  assert [type(f).__name__ for f in both.filters] == ['Temperature', 'MinP']
+  assert strategies.Sampling.parse('').filters == ()
+  with pytest.raises(ValueError, match='is not NAME=VALUE with NAME one of min_p, '):
+    strategies.Sampling.parse('typical=0.9')
+  with pytest.raises(ValueError, match='top_k must be an integer >= 1'):
+    strategies.Sampling.parse('top_k=0')
+  with pytest.raises(TypeError, match='registered logit filters'):
+    strategies.Sampling((lambda x: x,))
+
+
+# A filter written in a test, as a user would add one: registered, then usable everywhere.
+@strategies.logit_filter('test_multiples_of', static=('m',))
+@dataclasses.dataclass(frozen=True)
+class MultiplesOf:
+  """Keeps the codes that are multiples of m."""
+
+  m: int
+
+  def __call__(self, logits):
+    codes = jnp.arange(logits.shape[-1])
+    return jnp.where(codes % self.m == 0, logits, -jnp.inf)
+
+
+def test_a_new_filter_needs_no_other_change(gen, io):
+  labels = io['labels']
+  by_object = np.asarray(gen.sample(labels, GUIDANCE, POWER, seed=5, sampling=strategies.Sampling(
+      (strategies.Temperature(1.0), MultiplesOf(7)))))
+  assert (by_object % 7 == 0).all() and len(np.unique(by_object)) > 10
+  by_name = np.asarray(gen.sample(labels, GUIDANCE, POWER, seed=5,
+                                  sampling=strategies.Sampling.parse('test_multiples_of=7')))
+  np.testing.assert_array_equal(by_name, by_object)  # temperature 1 changes nothing
+
+
+def test_strategy_objects_equal_the_numeric_short_form(gen, io):
+  labels = io['labels']
+  short = np.asarray(gen.sample(labels, GUIDANCE, POWER, temperature=0.8, top_k=50, seed=2))
+  objects = np.asarray(gen.sample(labels, seed=2, guidance=cfg_lib.Guidance.create(
+      GUIDANCE, POWER, gen.config.image_seq_len), sampling=strategies.Sampling.create(0.8, 50)))
+  np.testing.assert_array_equal(short, objects)
+  np.testing.assert_allclose(
+      np.asarray(gen.guided_probs(short, labels, GUIDANCE, POWER, 0.8, 50)),
+      np.asarray(gen.guided_probs(short, labels, sampling=strategies.Sampling.create(0.8, 50),
+                                  guidance=cfg_lib.Guidance(GUIDANCE, POWER))), rtol=1e-6)
+  with pytest.raises(ValueError, match='either guidance=Guidance'):
+    gen.sample(labels, GUIDANCE, POWER, guidance=cfg_lib.Guidance(GUIDANCE, POWER))
+  with pytest.raises(ValueError, match='either sampling=Sampling'):
+    gen.sample(labels, GUIDANCE, POWER, top_k=5, sampling=strategies.Sampling.create())
+  with pytest.raises(ValueError, match='give guidance_scale and guidance_pow'):
+    gen.sample(labels)
+  with pytest.raises(ValueError, match='num_steps = 100, but this model samples 273 codes'):
+    gen.sample(labels, guidance=cfg_lib.Guidance(GUIDANCE, POWER, num_steps=100))
+  with pytest.raises(ValueError, match='top_k = 5000 exceeds the 4096 codes'):
+    gen.sample(labels, GUIDANCE, POWER, sampling=strategies.Sampling.parse('top_k=5000'))
+  assert not cfg_lib.Guidance(1.0, 2.0).enabled and cfg_lib.Guidance(4.0, 1.4).enabled
+  with pytest.raises(ValueError, match='guidance_pow must be >= 0'):
+    cfg_lib.Guidance(4.0, -1.0)
 
 
 def test_draws_follow_the_distribution():

@@ -194,6 +194,12 @@ AR = {
                      image_seq_len=73, prefix_tokens=9),
 }
 
+# The released AR models' sampling settings (ALITOK_REFERENCE.md section 3, the reference's
+# README / sample_imagenet.py): guidance scale g and power p of the pow-cosine schedule, with
+# temperature 1.0 and no top-k / top-p. The one place they live: configs/ar.py (sample grids),
+# configs/sample.py and the API's messages read them from here.
+RELEASED_GUIDANCE = {'B': (16.0, 1.8), 'L': (6.0, 0.7), 'XL': (13.0, 1.4)}
+
 # Heads cannot be read off weight shapes; these are the released widths' head counts, which the
 # converter uses when a checkpoint gives no other hint.
 KNOWN_HEADS = {768: 12, 1024: 16}

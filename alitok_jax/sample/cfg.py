@@ -29,22 +29,36 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Guidance:
-  """Guidance scale g and power p over `num_steps` codes; `enabled` False: conditional only."""
+  """Guidance scale g and power p over `num_steps` codes (273 for AliTok at 256 pixels).
+
+  `enabled` False samples the conditional logits alone (half the work); left as None it follows
+  the scale: g = 0 (the reference's switch) or g = 1 turn guidance off.
+  """
 
   scale: float
   power: float
   num_steps: int = 273
-  enabled: bool = True
+  enabled: bool | None = None
+
+  def __post_init__(self):
+    numbers_given = all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                        for v in (self.scale, self.power))
+    if numbers_given:  # the host side; traced values (inside jit) are not checked
+      _check(self.scale, self.power)
+    if self.enabled is None:
+      if not numbers_given:
+        raise ValueError('Guidance(scale, power) needs numbers to tell whether guidance is on; '
+                         'pass enabled=True or False with traced values')
+      object.__setattr__(self, 'enabled', float(self.scale) not in (0.0, 1.0))
+    if not isinstance(self.num_steps, int) or self.num_steps < 1:
+      raise ValueError(f'Guidance.num_steps must be a positive integer (the number of codes), '
+                       f'got {self.num_steps!r}')
 
   @classmethod
   def create(cls, scale: float, power: float, num_steps: int = 273) -> Guidance:
     """From plain numbers, checked; g == 0 (the reference's switch) or g == 1 turn guidance off."""
-    for name, value in (('guidance_scale', scale), ('guidance_pow', power)):
-      if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f'{name} must be a finite number, got {value!r}')
-    if power < 0:
-      raise ValueError(f'guidance_pow must be >= 0, got {power!r}')
-    return cls(float(scale), float(power), num_steps, enabled=float(scale) not in (0.0, 1.0))
+    _check(scale, power)
+    return cls(float(scale), float(power), num_steps)
 
   def scale_at(self, step: jax.Array) -> jax.Array:
     """The guidance scale at step(s) `step` (int, any shape), float32."""
@@ -55,6 +69,14 @@ class Guidance:
     if not self.enabled:
       return cond
     return combine(cond, uncond, self.scale_at(step))
+
+
+def _check(scale, power) -> None:
+  for name, value in (('guidance_scale', scale), ('guidance_pow', power)):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+      raise ValueError(f'{name} must be a finite number, got {value!r}')
+  if power < 0:
+    raise ValueError(f'guidance_pow must be >= 0, got {power!r}')
 
 
 def schedule(step: jax.Array, scale: jax.Array | float, power: jax.Array | float,

@@ -1,13 +1,19 @@
-"""Sampling strategies: temperature, top-k and top-p filters of logits, and the categorical draw.
+"""Sampling strategies: logit filters (temperature, top-k, top-p, min-p) and the categorical draw.
 
 The reference (`modeling/ar.py:generate`, ALITOK_REFERENCE.md section 3) divides the guided
-logits by a temperature, takes a softmax and draws with `torch.multinomial`; it has no top-k or
-top-p. Here each strategy is a small frozen dataclass with a pure `__call__(logits) -> logits`
-(filtered tokens get -inf), and `Sampling` composes them in the order temperature, top-k, top-p.
+logits by a temperature, takes a softmax and draws with `torch.multinomial`; it has no top-k,
+top-p or min-p. Here each filter is a small frozen dataclass with a pure `__call__(logits) ->
+logits` (filtered codes get -inf), and `Sampling` applies a tuple of them in order before the
+draw (gemma's sampler strategies, as composable pieces). `Sampling.create(temperature, top_k,
+top_p)` is the short form of the reference's order; `Sampling.parse('top_k=50,min_p=0.05')`
+builds any sequence by the filters' registered names, which is how a config names them.
 
-The dataclasses are pytrees: float settings (temperature, top-p) are traced, so changing them
-does not recompile the sampler; top-k's k fixes array shapes and is static. Constructor checks
-run when they are given Python numbers (the host side), not on traced values.
+Adding a filter is one class here: decorate a frozen dataclass with `@logit_filter('name')`
+(its fields are traced, so changing them does not recompile, except the `static` ones, which fix
+array shapes), give it `__call__`, and optionally `check(vocab_size)` for limits that depend on
+the model. `Generator.sample(sampling=...)`, the sample command (`config.filters`) and
+`Sampling.parse` then take it with no other change. Constructor checks run when the fields are
+Python numbers (the host side), not on traced values.
 
 Dimension letters: B batch, V codebook size.
 """
@@ -17,15 +23,37 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+# name -> filter class: what `Sampling.parse` and config strings know.
+FILTERS: dict[str, type] = {}
+
+
+def logit_filter(name: str, *, static: Sequence[str] = ()) -> Callable[[type], type]:
+  """Registers a frozen dataclass as a logit filter called `name` and as a pytree whose fields
+  are traced, except `static` ones (part of the compiled shape, e.g. top-k's k)."""
+
+  def register(cls: type) -> type:
+    if name in FILTERS:
+      raise ValueError(f'a logit filter named {name!r} exists already: {FILTERS[name]}')
+    fields = [f.name for f in dataclasses.fields(cls)]
+    jax.tree_util.register_dataclass(cls, data_fields=[f for f in fields if f not in static],
+                                     meta_fields=[f for f in fields if f in static])
+    cls.filter_name = name
+    FILTERS[name] = cls
+    return cls
+
+  return register
 
 
 def _is_number(x) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+@logit_filter('temperature')
 @dataclasses.dataclass(frozen=True)
 class Temperature:
   """logits / value; value > 0 (1.0 leaves the distribution unchanged)."""
@@ -41,6 +69,7 @@ class Temperature:
     return logits / jnp.asarray(self.value, logits.dtype)
 
 
+@logit_filter('top_k', static=('k',))
 @dataclasses.dataclass(frozen=True)
 class TopK:
   """Keeps the k largest logits of each row (ties at the k-th are all kept); k = 1 is greedy."""
@@ -51,9 +80,12 @@ class TopK:
     if not isinstance(self.k, numbers.Integral) or isinstance(self.k, bool) or self.k < 1:
       raise ValueError(f'top_k must be an integer >= 1 (or None for no top-k), got {self.k!r}')
 
+  def check(self, vocab_size: int) -> None:
+    if self.k > vocab_size:
+      raise ValueError(f'top_k = {self.k} exceeds the {vocab_size} codes')
+
   def __call__(self, logits: jax.Array) -> jax.Array:
-    if self.k > logits.shape[-1]:
-      raise ValueError(f'top_k = {self.k} exceeds the {logits.shape[-1]} codes')
+    self.check(logits.shape[-1])
     # The k-th largest value by a sort (or a max for k = 1), not lax.top_k: XLA's partitioner
     # gathers a batch-sharded top_k onto every device, while a sort stays local to each shard.
     if self.k == 1:
@@ -63,6 +95,7 @@ class TopK:
     return jnp.where(logits >= kth, logits, -jnp.inf)
 
 
+@logit_filter('top_p')
 @dataclasses.dataclass(frozen=True)
 class TopP:
   """Nucleus filter: keeps the most likely codes whose probabilities first reach p (0 < p <= 1).
@@ -86,33 +119,104 @@ class TopP:
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
+@logit_filter('min_p')
+@dataclasses.dataclass(frozen=True)
+class MinP:
+  """Keeps the codes whose probability is at least p times the most likely code's (0 <= p <= 1):
+  a cut that follows the model's confidence; p = 0 keeps everything, the top code always stays."""
+
+  p: float
+
+  def __post_init__(self):
+    if _is_number(self.p) and not 0 <= self.p <= 1:
+      raise ValueError(f'min_p must lie in [0, 1], got {self.p!r}')
+
+  def __call__(self, logits: jax.Array) -> jax.Array:
+    # p_i >= p * p_max  <=>  logit_i >= logit_max + log(p): no softmax needed.
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    threshold = top + jnp.log(jnp.asarray(self.p, logits.dtype))
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def _parse_value(name: str, field: dataclasses.Field, text: str) -> Any:
+  kind = {'int': int, 'float': float}.get(str(field.type), float)
+  try:
+    return kind(text)
+  except ValueError:
+    raise ValueError(f'logit filter {name}={text!r}: {field.name} must be a {kind.__name__}') \
+        from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-  """Temperature, then the optional top-k and top-p filters, then a categorical draw."""
+  """Logit filters applied in order to the float32 guided logits, then a categorical draw."""
 
-  temperature: Temperature = Temperature()
-  top_k: TopK | None = None
-  top_p: TopP | None = None
+  filters: tuple[Any, ...] = (Temperature(),)
+
+  def __post_init__(self):
+    object.__setattr__(self, 'filters', tuple(self.filters))
+    for f in self.filters:
+      if not callable(f) or getattr(type(f), 'filter_name', None) not in FILTERS:
+        raise TypeError(f'Sampling filters must be registered logit filters ({sorted(FILTERS)}),'
+                        f' got {f!r}')
 
   @classmethod
   def create(cls, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None) -> Sampling:
-    """From plain numbers (None: no top-k / top-p), checking each."""
-    return cls(Temperature(temperature), None if top_k is None else TopK(top_k),
-               None if top_p is None else TopP(top_p))
+             top_p: float | None = None, extra: str | Sequence[Any] = ()) -> Sampling:
+    """The short form, in the order temperature, top-k, top-p (None: no top-k / top-p), each
+    checked, then the `extra` filters (objects, or a `parse` string such as 'min_p=0.05')."""
+    filters = [Temperature(temperature)]
+    if top_k is not None:
+      filters.append(TopK(top_k))
+    if top_p is not None:
+      filters.append(TopP(top_p))
+    more = cls.parse(extra).filters if isinstance(extra, str) else tuple(extra)
+    return cls(tuple(filters) + more)
+
+  @classmethod
+  def parse(cls, spec: str) -> Sampling:
+    """'temperature=0.9,top_k=50,min_p=0.05' -> those filters in that order ('' -> none).
+
+    Each item is a registered filter's name and the value of its one field.
+    """
+    filters = []
+    for item in (spec or '').split(','):
+      item = item.strip()
+      if not item:
+        continue
+      name, has_value, text = item.partition('=')
+      name = name.strip()
+      if name not in FILTERS or not has_value:
+        raise ValueError(f'logit filter {item!r} is not NAME=VALUE with NAME one of '
+                         f'{", ".join(sorted(FILTERS))}')
+      field, = dataclasses.fields(FILTERS[name])
+      filters.append(FILTERS[name](_parse_value(name, field, text.strip())))
+    return cls(tuple(filters))
+
+  def check(self, vocab_size: int) -> None:
+    """Raises ValueError when a filter cannot apply to `vocab_size` codes (e.g. top-k > V)."""
+    for f in self.filters:
+      check = getattr(f, 'check', None)
+      if check is not None:
+        check(vocab_size)
 
   def filter(self, logits: jax.Array) -> jax.Array:
-    """float32 logits [..., V] -> tempered logits with the filtered codes at -inf."""
-    logits = self.temperature(logits.astype(jnp.float32))
-    if self.top_k is not None:
-      logits = self.top_k(logits)
-    if self.top_p is not None:
-      logits = self.top_p(logits)
+    """float32 logits [..., V] -> the filtered logits, the removed codes at -inf."""
+    logits = logits.astype(jnp.float32)
+    for f in self.filters:
+      logits = f(logits)
     return logits
 
   def probs(self, logits: jax.Array) -> jax.Array:
     """The distribution a code is drawn from: softmax(filter(logits)), float32 [..., V]."""
     return jax.nn.softmax(self.filter(logits), axis=-1)
+
+  def __str__(self) -> str:
+    return ','.join(f'{type(f).filter_name}={getattr(f, dataclasses.fields(f)[0].name)}'
+                    for f in self.filters)
+
+
+jax.tree_util.register_dataclass(Sampling, data_fields=['filters'], meta_fields=[])
 
 
 def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
@@ -122,8 +226,3 @@ def draw(keys: jax.Array, logits: jax.Array) -> jax.Array:
   how the batch is split over devices.
   """
   return jax.vmap(jax.random.categorical)(keys, logits).astype(jnp.int32)
-
-
-for _cls, _data, _meta in ((Temperature, ['value'], []), (TopK, [], ['k']), (TopP, ['p'], []),
-                           (Sampling, ['temperature', 'top_k', 'top_p'], [])):
-  jax.tree_util.register_dataclass(_cls, data_fields=_data, meta_fields=_meta)
