@@ -2,7 +2,12 @@
 
   python -m alitok_jax.main --config=configs/ar.py:B --workdir=runs/ar_b \
       --config.data.codes_dir=codes/imagenet_train --config.tokenizer=weights/tokenizer
+  python -m alitok_jax.main --config=configs/ar.py:L,accum=4 ...   # batch 2048 on fewer chips
   python -m alitok_jax.main --config=configs/ar.py:tiny --workdir=runs/ar_tiny   # ~1 minute on CPU
+
+Config arguments (after the variant, `alitok_jax/config_args.py`): batch=N, the global batch
+(default 2048; 16 for tiny); accum=N, micro-batches per step (gradient accumulation: the same
+global batch in N passes, for fewer or smaller chips; default 1).
 
 Recipe (ALITOK_REFERENCE.md section 3, configs/alitok_*.yaml): AdamW lr 4e-4, betas (0.9, 0.96),
 weight decay 0.03 on matrices only, gradient clipping 1.0, global batch 2048, 62.5k warm-up steps
@@ -13,11 +18,15 @@ Rerunning the same command resumes.
 
 import ml_collections
 
+from alitok_jax import config_args
+from alitok_jax.models.variants import RELEASED_GUIDANCE
+
+TINY_GUIDANCE = (2.0, 1.0)  # the tiny variant's sample grids (not a released model)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'B'
-  if variant not in ('B', 'L', 'XL', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/ar.py:B, :L, :XL or :tiny')
+  variant, args = config_args.parse(arg, 'configs/ar.py', variants=('B', 'L', 'XL', 'tiny'),
+                                    default='B', batch=int, accum=int)
   tiny = variant == 'tiny'
   c = ml_collections.ConfigDict()
   c.mode = 'train_ar'
@@ -60,8 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample_every = 10_000
   c.sample_classes = (207, 360, 387, 974, 88, 979, 417, 279)  # the reference's demo classes
   c.samples_per_class = 4
-  c.sample_guidance = {'B': 16.0, 'L': 6.0, 'XL': 13.0, 'tiny': 2.0}[variant]
-  c.sample_guidance_pow = {'B': 1.8, 'L': 0.7, 'XL': 1.4, 'tiny': 1.0}[variant]
+  c.sample_guidance, c.sample_guidance_pow = RELEASED_GUIDANCE.get(variant, TINY_GUIDANCE)
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=8 if variant == 'XL' else 1,
                                           fsdp_min_size=2**18))
@@ -89,4 +97,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 30
     c.ckpt_every = 30
     c.export_every = 0
+  if args.batch is not None:
+    c.batch_size = args.batch
+  if args.accum is not None:
+    c.accum_steps = args.accum
   return c

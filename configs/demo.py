@@ -10,11 +10,12 @@ Rerunning the command skips (or resumes) whatever is already done.
 
 import ml_collections
 
+from alitok_jax import config_args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'small'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/demo.py or :small')
+  variant, _ = config_args.parse(arg, 'configs/demo.py', variants=('default', 'small'),
+                                 default='default')
   small = variant == 'small'
   c = ml_collections.ConfigDict()
   c.mode = 'demo'

@@ -10,11 +10,12 @@ docs/EVALUATION.md: which reference, how many samples, which sampling settings.
 
 import ml_collections
 
+from alitok_jax import config_args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/fid.py or :tiny')
+  variant, _ = config_args.parse(arg, 'configs/fid.py', variants=('default', 'tiny'),
+                                 default='default')
   c = ml_collections.ConfigDict()
   c.mode = 'fid'
   c.samples = ''  # npz whose arr_0 holds uint8 [N, 256, 256, 3] samples (50,000 for ImageNet)

@@ -10,11 +10,12 @@ Rerunning the same command skips the shards already written.
 
 import ml_collections
 
+from alitok_jax import config_args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/pretokenize.py or :tiny')
+  variant, _ = config_args.parse(arg, 'configs/pretokenize.py', variants=('default', 'tiny'),
+                                 default='default')
   c = ml_collections.ConfigDict()
   c.mode = 'pretokenize'
   c.tokenizer = ''  # a tokenizer model directory

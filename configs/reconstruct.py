@@ -7,11 +7,12 @@
 
 import ml_collections
 
+from alitok_jax import config_args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/reconstruct.py or :tiny')
+  variant, _ = config_args.parse(arg, 'configs/reconstruct.py', variants=('default', 'tiny'),
+                                 default='default')
   c = ml_collections.ConfigDict()
   c.mode = 'reconstruct'
   c.tokenizer = ''  # a model directory from `python -m alitok_jax.convert AliTok.pth DIR`

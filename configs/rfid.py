@@ -10,11 +10,12 @@ docs/EVALUATION.md: which reference serves rFID and what the released tokenizer 
 
 import ml_collections
 
+from alitok_jax import config_args
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or 'default'
-  if variant not in ('default', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/rfid.py or :tiny')
+  variant, _ = config_args.parse(arg, 'configs/rfid.py', variants=('default', 'tiny'),
+                                 default='default')
   c = ml_collections.ConfigDict()
   c.mode = 'rfid'
   c.tokenizer = ''  # model directory from `python -m alitok_jax.convert AliTok.pth DIR`

@@ -9,16 +9,19 @@ The released recipe (ALITOK_REFERENCE.md section 2, train_tokenizer/README): Ada
 10k-step warm-up; (1) ~50k steps perceptual 0.1 + LPIPS 1.0; (2) ~200k steps perceptual only, lr
 1e-4 -> 2e-5; (3) ~100k steps with the GAN, lr 2e-5 -> 2e-6. The reference changed these by hand
 between restarts; here they are `phases`, and a run passes through all of them by itself.
-Rerunning the same command resumes from the newest checkpoint in the workdir.
+Rerunning the same command resumes from the newest checkpoint in the workdir. Config
+arguments: the variant (default or tiny), then batch=N for the global batch (default 256).
 """
 
 import ml_collections
 
+from alitok_jax import config_args
 
-def tokenizer_config(stage: int, variant: str) -> ml_collections.ConfigDict:
-  """What stage1.py and stage2.py share; `variant` is 'default' or 'tiny'."""
-  if variant not in ('default', 'tiny'):
-    raise ValueError(f'unknown variant {variant!r}: use configs/stage{stage}.py or :tiny')
+
+def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
+  """What stage1.py and stage2.py share: `arg` is the config argument ('tiny', 'batch=64', ...)."""
+  variant, args = config_args.parse(arg, f'configs/stage{stage}.py', variants=('default', 'tiny'),
+                                    default='default', batch=int)
   tiny = variant == 'tiny'
   c = ml_collections.ConfigDict()
   c.mode = 'train_tokenizer'
@@ -102,8 +105,10 @@ def tokenizer_config(stage: int, variant: str) -> ml_collections.ConfigDict:
     c.ckpt_every = 10
     c.export_every = 0
     c.dtype = 'float32'
+  if args.batch is not None:
+    c.batch_size = args.batch
   return c
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  return tokenizer_config(1, arg or 'default')
+  return tokenizer_config(1, arg)

@@ -18,7 +18,4 @@ _spec.loader.exec_module(_stage1)
 
 
 def get_config(arg: str | None = None):
-  c = _stage1.tokenizer_config(2, arg or 'default')
-  if (arg or 'default') == 'tiny':
-    c.init_from = ''  # '' in the tiny variant: start from random weights when no stage 1 is given
-  return c
+  return _stage1.tokenizer_config(2, arg)
