@@ -11,7 +11,8 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 and JAX_PLATFORMS=cpu, import
 (tests/ and the repository on the path), calls the function and prints OK; `run` asserts that the
 process exited 0 and printed OK, and shows its output when it did not.
 
-    procs = isolated.start_processes('test_sample_command:sample_as_process', 2, tmp_path)
+    procs = isolated.start_processes('test_sample_command:sample_as_one_of_two_processes', 2,
+                                     tmp_path)
 
 starts the function in 2 processes joined by `jax.distributed` over a free local port (gloo CPU
 collectives, one CPU device each); `isolated.wait(procs)` checks them all.

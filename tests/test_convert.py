@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -226,3 +225,31 @@ def test_torch_loads_what_we_write_and_we_read_torch_training_checkpoints(
               'scaler_state': {'scale': 65536.0, 'growth_factor': 2.0}}, tmp_path / 'last.pth')
   report = run.torch_to_model_dir(tmp_path / 'last.pth', tmp_path / 'stage1', **FIXTURE_HEADS)
   assert report.config.stage == 1 and report.extras == ('codebook_usage',)
+
+
+def test_key_table_engine_is_strict_both_ways():
+  """The one engine behind every converter: every key and every parameter accounted for."""
+  rows = [engine.Row(('a', 'kernel'), 'a.weight', engine.LINEAR), engine.Row(('b',), 'b')]
+  table = engine.KeyTable(rows, what='the toy', ignore=lambda k: k.endswith('.counter'))
+  abstract = {'a': {'kernel': np.zeros((2, 3), np.float32)}, 'b': np.zeros(4, np.float32)}
+  sd = {'a.weight': np.arange(6, dtype=np.float64).reshape(3, 2), 'b': np.ones(4),
+        'a.counter': np.zeros(())}
+  params = table.to_params(sd, abstract)
+  assert params['a']['kernel'].dtype == np.float32 and params['a']['kernel'].shape == (2, 3)
+  np.testing.assert_array_equal(params['a']['kernel'], sd['a.weight'].T)
+  back = table.to_state_dict(params)
+  assert list(back) == ['a.weight', 'b']
+  np.testing.assert_array_equal(back['a.weight'], sd['a.weight'])
+  with pytest.raises(engine.ConversionError, match='does not match the toy: missing keys: b'):
+    table.to_params({'a.weight': sd['a.weight']}, abstract)
+  with pytest.raises(engine.ConversionError, match=r'a.weight has shape \[2, 3\], the toy '
+                                                   r'expects \[3, 2\]'):
+    table.to_params({**sd, 'a.weight': np.zeros((2, 3))}, abstract)
+  with pytest.raises(engine.ConversionError, match='internal: .* has no row for c'):
+    table.to_params(sd, {**abstract, 'c': np.zeros(1)})
+  with pytest.raises(engine.ConversionError, match='parameters not in the key table of the toy: c'):
+    table.to_state_dict({**params, 'c': np.zeros(1)})
+  with pytest.raises(engine.ConversionError, match=r'parameter b \(b\) of the toy is missing'):
+    table.to_state_dict({'a': params['a']})
+  with pytest.raises(engine.ConversionError, match='maps two parameters to one key'):
+    engine.KeyTable(rows + [engine.Row(('c',), 'b')])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from alitok_jax.data import code_shards, image_pipeline, sources
+from alitok_jax.data import loader as loader_lib
 from tests.test_data import _assert_batches_equal, _collect, _jpeg_bytes, _random_image
 
 
@@ -136,3 +137,19 @@ def test_code_loader_batches_shards_and_state(tmp_path):
   fresh.set_state(state)
   _assert_batches_equal(_collect(fresh, 6), expected)
   assert set(expected[0]) == {'codes', 'label'}
+
+
+def test_code_sources_come_from_the_same_registry(tmp_path):
+  codes = sources.make_source('synthetic_codes', num_classes=4, size=10, seq_len=7,
+                              codebook_size=64, seed=1)
+  assert len(codes) == 10 and codes[5]['codes'].shape == (7,) and codes[5]['label'] == 1
+  assert codes[5]['codes'].max() < 64
+  code_shards.write_shard(tmp_path, 0, np.stack([codes[i]['codes'] for i in range(10)]),
+                          np.arange(10) % 4)
+  shards = sources.make_source('codes', directory=tmp_path)
+  np.testing.assert_array_equal(shards[5]['codes'], codes[5]['codes'])
+  assert set(sources.SOURCE_KINDS) == {'synthetic', 'folder', 'tfds', 'codes', 'synthetic_codes'}
+  batches = list(loader_lib.build_loader(len(shards), loader_lib.Records(shards), batch_size=5,
+                                         seed=0, train=False, shard_index=0, shard_count=1,
+                                         num_epochs=1, worker_count=0))
+  assert [len(b['label']) for b in batches] == [5, 5]

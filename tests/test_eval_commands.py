@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from alitok_jax.eval import fid_command, reconstruct, rfid_command
+from alitok_jax.commands import fid as fid_command
+from alitok_jax.commands import rfid as rfid_command
+from alitok_jax.data import synthetic
 from alitok_jax.eval import reference_batch as rb
 
 
@@ -79,7 +81,7 @@ def _config(name, variant='tiny', **overrides):
 def test_stored_statistics_are_used_and_reproduce_the_samples(tmp_path):
   # Samples and the statistics written from them: FID 0, precision and recall 1.
   samples = tmp_path / 'samples.npz'
-  np.savez(samples, arr_0=reconstruct.test_pattern_images(6, 64, seed=3))
+  np.savez(samples, arr_0=synthetic.pattern_images(6, 64, seed=3))
   ref = tmp_path / 'stats.npz'
   first = fid_command.run(_config('fid', samples=str(samples), reference=str(samples),
                                    write_stats=str(ref)), str(tmp_path / 'a'))

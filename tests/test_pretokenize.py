@@ -10,7 +10,7 @@ import numpy as np
 from alitok_jax import Tokenizer, config_files
 from alitok_jax.data import code_shards, synthetic, transforms
 from alitok_jax.models import variants
-from alitok_jax.train import ar_trainer, pretokenize
+from alitok_jax.commands import pretokenize, train_ar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,5 +46,5 @@ def test_pretokenize_codes_match_encoding_and_rerun_skips(tmp_path, capsys):
   ar.batch_size = 4
   ar.optim.total_steps = 2
   ar.log_every, ar.eval_every, ar.eval_codes = 1, 2, 8
-  metrics = ar_trainer.run(ar, str(tmp_path / 'ar'))
+  metrics = train_ar.run(ar, str(tmp_path / 'ar'))
   assert np.isfinite(metrics['train/loss']) and np.isfinite(metrics['eval/loss'])

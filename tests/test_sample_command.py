@@ -16,7 +16,7 @@ from PIL import Image
 
 from alitok_jax import Generator, config_files
 from alitok_jax.models import variants
-from alitok_jax.sample import command
+from alitok_jax.commands import sample as sample_command
 
 
 def _main(*args, devices: int = 1):
@@ -79,6 +79,24 @@ def test_eight_devices_write_the_same_samples(tmp_path):
     assert np.abs(a['arr_0'].astype(int) - b['arr_0'].astype(int)).max() <= 1
 
 
+def test_logit_filters_by_name_equal_the_short_form(tmp_path, capsys):
+  """config.filters names any filter of sample/strategies.py; 'top_k=1' is config.top_k=1."""
+  codes = []
+  for name, overrides in (('short', {'top_k': 1}), ('named', {'filters': 'top_k=1'})):
+    config = config_files.load('sample', 'tiny')
+    config.num_images, config.batch_size, config.write_pngs, config.segments = 4, 4, False, 2
+    config.update(overrides)
+    sample_command.run(config, str(tmp_path / name))
+    codes.append(np.load(tmp_path / name / 'samples' / 'shard_00000.npz')['codes'])
+  np.testing.assert_array_equal(codes[0], codes[1])
+  assert 'sampling temperature=1.0,top_k=1' in capsys.readouterr().out
+  settings = (tmp_path / 'named' / 'samples' / 'settings.json').read_text()
+  assert '"filters": "top_k=1"' in settings
+  config.filters = 'min_p=2'
+  with pytest.raises(ValueError, match=r'min_p must lie in \[0, 1\]'):
+    sample_command.run(config, str(tmp_path / 'bad'))
+
+
 def test_released_variants_need_converted_weights(tmp_path):
   result = _main('--config=configs/sample.py:XL', f'--workdir={tmp_path}')
   assert result.returncode != 0
@@ -93,7 +111,7 @@ def sample_as_one_of_two_processes(workdir: str):
   API over both processes' devices: every process passes the same labels and gets all codes."""
   config = config_files.load('sample', 'tiny')
   config.num_images, config.batch_size, config.write_pngs, config.segments = 6, 4, False, 2
-  command.run(config, workdir)
+  sample_command.run(config, workdir)
   gen = Generator.random(variants.AR['tiny'], seed=0)
   codes = gen.sample(np.arange(3), 4.0, 1.4, seed=3, segments=2)
   np.save(f'{workdir}/api_codes_{jax.process_index()}.npy', codes)

@@ -148,3 +148,27 @@ def test_stage2_initialisation_follows_the_reference_rule():
   np.testing.assert_array_equal(params['decoder']['class_embedding'],
                                 fresh['decoder']['class_embedding'])
   build.check_params(variants.TOKENIZER['tiny_stage2'], params)
+
+
+def test_mesh_helpers_for_padding_and_process_rows():
+  assert mesh_lib.round_up(5, 4) == 8 and mesh_lib.round_up(8, 4) == 8 and mesh_lib.round_up(0, 4) == 0
+  x = np.arange(6).reshape(3, 2)
+  np.testing.assert_array_equal(mesh_lib.pad_rows(x, 5), [[0, 1], [2, 3], [4, 5], [0, 0], [0, 0]])
+  np.testing.assert_array_equal(mesh_lib.pad_rows(x, 4, repeat_last=True)[3], [4, 5])
+  assert mesh_lib.pad_rows(x, 3) is x
+  y = mesh_lib.pad_rows(jnp.asarray(x), 4, repeat_last=True)
+  assert isinstance(y, jax.Array) and y.shape == (4, 2)
+  with pytest.raises(ValueError, match='cannot pad 3 rows to 2'):
+    mesh_lib.pad_rows(x, 2)
+  assert mesh_lib.local_rows(8, 4, 10) == (8, 10)  # one process: all rows of the batch
+  mesh = mesh_lib.data_mesh()
+  assert mesh.axis_names == ('data',) and mesh.size == jax.device_count()
+
+
+def test_held_out_batches_pad_or_drop_the_last():
+  arrays = {'x': np.arange(10)}
+  full = [(b['x'].tolist(), n) for b, n in loop.held_out_batches(arrays, 4, 4, keep_partial=False)]
+  assert full == [([0, 1, 2, 3], 4), ([4, 5, 6, 7], 4)]
+  padded = [(b['x'].tolist(), n) for b, n in loop.held_out_batches(arrays, 4, 4, keep_partial=True)]
+  assert padded[-1] == ([8, 9, 9, 9], 2) and len(padded) == 3
+  assert not list(loop.held_out_batches({'x': np.arange(3)}, 4, 4, keep_partial=False))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from alitok_jax import checkpoint, config_files
-from alitok_jax.train import ar_trainer, tokenizer_trainer
+from alitok_jax.commands import train_ar, train_tokenizer
 from alitok_jax.train.metric_writers import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +45,7 @@ def _small_tokenizer_config():
 
 def test_tokenizer_resume_equals_uninterrupted(tmp_path):
   full = _small_tokenizer_config()
-  metrics = tokenizer_trainer.run(full, str(tmp_path / 'full'))
+  metrics = train_tokenizer.run(full, str(tmp_path / 'full'))
   assert np.isfinite(metrics['eval/psnr']) and 'eval/ssim' in metrics
   records = read_metrics(tmp_path / 'full')
   assert records[0]['step'] == 2 and 'loss/mse' in records[0]
@@ -54,22 +54,22 @@ def test_tokenizer_resume_equals_uninterrupted(tmp_path):
 
   split = _small_tokenizer_config()
   split.steps_per_run = 4  # stops inside the GAN phase, after a discriminator iteration
-  tokenizer_trainer.run(split, str(tmp_path / 'split'))
+  train_tokenizer.run(split, str(tmp_path / 'split'))
   assert not (tmp_path / 'split/model').exists()
-  tokenizer_trainer.run(split, str(tmp_path / 'split'))  # resumes: 2 more steps
+  train_tokenizer.run(split, str(tmp_path / 'split'))  # resumes: 2 more steps
   _assert_trees_equal(_exported(tmp_path / 'full'), _exported(tmp_path / 'split'))
 
 
 def test_stage2_starts_from_stage1_export(tmp_path):
   c1 = _small_tokenizer_config()
   c1.phases = [dict(name='reconstruction', steps=2, lr=1e-3)]
-  tokenizer_trainer.run(c1, str(tmp_path / 's1'))
+  train_tokenizer.run(c1, str(tmp_path / 's1'))
   c2 = _config('stage2')
   c2.batch_size = 2
   c2.init_from = str(tmp_path / 's1/model')
   c2.phases = [dict(name='reconstruction', steps=2, lr=1e-3)]
   c2.eval_images = 2
-  tokenizer_trainer.run(c2, str(tmp_path / 's2'))
+  train_tokenizer.run(c2, str(tmp_path / 's2'))
   s1, s2 = _exported(tmp_path / 's1'), _exported(tmp_path / 's2')
   _assert_trees_equal(s1['encoder'], s2['encoder'])  # frozen
   _assert_trees_equal(s1['quantize'], s2['quantize'])
@@ -79,7 +79,7 @@ def test_stage2_starts_from_stage1_export(tmp_path):
 def test_stage2_without_stage1_is_a_clear_error(tmp_path):
   c = _config('stage2', 'default')
   with pytest.raises(ValueError, match='init_from'):
-    tokenizer_trainer.run(c, str(tmp_path))
+    train_tokenizer.run(c, str(tmp_path))
 
 
 def _small_ar_config():
@@ -93,15 +93,15 @@ def _small_ar_config():
 
 
 def test_ar_resume_equals_uninterrupted(tmp_path):
-  ar_trainer.run(_small_ar_config(), str(tmp_path / 'full'))
+  train_ar.run(_small_ar_config(), str(tmp_path / 'full'))
   records = read_metrics(tmp_path / 'full')
   assert {'train/loss', 'train/accuracy', 'perf/tokens_per_s'} <= set(records[-1]) | set(
       records[-2])
   assert any('eval/loss' in r for r in records)
   split = _small_ar_config()
   split.steps_per_run = 3
-  ar_trainer.run(split, str(tmp_path / 'split'))
-  ar_trainer.run(split, str(tmp_path / 'split'))
+  train_ar.run(split, str(tmp_path / 'split'))
+  train_ar.run(split, str(tmp_path / 'split'))
   _assert_trees_equal(_exported(tmp_path / 'full'), _exported(tmp_path / 'split'))
 
 
@@ -115,7 +115,7 @@ def test_ar_sample_grids_through_a_tokenizer(tmp_path):
   c.sample_every = 2
   c.sample_classes = (1, 2)
   c.samples_per_class = 2
-  ar_trainer.run(c, str(tmp_path / 'ar'))
+  train_ar.run(c, str(tmp_path / 'ar'))
   assert (tmp_path / 'ar/images/samples_00000002.png').exists()
 
 
@@ -131,7 +131,7 @@ def test_ar_trains_on_images_encoded_on_the_fly(tmp_path):
   c.data.image_kind = 'synthetic'
   c.data.num_classes = 4
   c.data.size = 16
-  metrics = ar_trainer.run(c, str(tmp_path / 'ar'))
+  metrics = train_ar.run(c, str(tmp_path / 'ar'))
   assert np.isfinite(metrics['train/loss'])
 
 

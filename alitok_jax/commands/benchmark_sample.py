@@ -1,8 +1,9 @@
 """Sampling throughput and bf16 accuracy by one command, with the floor beside each figure.
 
-    python -m alitok_jax.sample.benchmark --out docs/perf_sample.json        # on a GPU
-    python -m alitok_jax.sample.benchmark --tiny --out /tmp/perf_tiny.json   # CPU smoke run
-    python -m alitok_jax.sample.benchmark --sweep --variants B   # tune segments / attention
+    python -m alitok_jax.commands.benchmark_sample --out docs/perf_sample.json \
+        --fixtures ../shared/fixtures                                                 # on a GPU
+    python -m alitok_jax.commands.benchmark_sample --tiny --out /tmp/perf_tiny.json   # CPU smoke
+    python -m alitok_jax.commands.benchmark_sample --sweep --variants B   # tune segments / attention
 
 Measures (DESIGN.md "Performance"):
 - AR sampling, B / L / XL at batch 64 with CFG (2B rows), bf16, random weights: images/s from the
@@ -12,9 +13,10 @@ Measures (DESIGN.md "Performance"):
   plus the KV cache up to the current position once per step (2B rows x layers x 2 (k, v) x width
   x 2 bytes x (1 + 2 + ... + 273) ~= 274^2 / 2), over the device's memory bandwidth;
 - tokenizer decoding (stage 2, full size) at batch 64 in bf16: images/s;
-- bf16 against float32: on the tiny AR fixture (../shared/fixtures/ar), the fraction of greedy
-  codes (CFG 4.0 / 1.4, top_k=1) that agree, free-running and teacher-forced; on a random-weight
-  AR-B, the mean absolute difference of teacher-forced logits.
+- bf16 against float32: on the tiny AR fixture (`--fixtures DIR` holding ar.pth and ar_io.npz,
+  e.g. ../shared/fixtures), the fraction of greedy codes (CFG 4.0 / 1.4, top_k=1) that agree,
+  free-running and teacher-forced; on a random-weight AR-B, the mean absolute difference of
+  teacher-forced logits.
 Reference PyTorch figures (same H100, ../shared/reference/baseline_reference_h100.json): AR-B 8.18,
 L 7.39, XL 6.22 images/s (fp32/tf32), tokenizer decode 1540 images/s (bf16).
 """
@@ -36,7 +38,6 @@ import time
 BANDWIDTH = (('H100 PCIe', 1.8e12), ('H100', 3.0e12), ('H200', 4.3e12), ('GH200', 3.6e12),
              ('A100', 1.8e12))
 REFERENCE_IMAGES_PER_S = {'B': 8.18, 'L': 7.39, 'XL': 6.22, 'decode': 1540.4}
-FIXTURES = pathlib.Path(__file__).resolve().parents[2].parent / 'shared' / 'fixtures'
 
 
 def bandwidth_of(device_kind: str) -> float | None:
@@ -140,8 +141,9 @@ def measure_decode(tokenizer: str, batch: int, dtype: str, runs: int) -> dict:
           'reference_images_per_s': REFERENCE_IMAGES_PER_S['decode']}
 
 
-def measure_accuracy(variant: str, positions: int) -> dict:
-  """bf16 vs float32: greedy agreement on the AR fixture; logits difference on a random model."""
+def measure_accuracy(variant: str, positions: int, fixtures: str) -> dict:
+  """bf16 vs float32: greedy agreement on the AR fixture in `fixtures` (if given); logits
+  difference on a random model."""
   import jax  # noqa: PLC0415
   import numpy as np  # noqa: PLC0415
 
@@ -149,14 +151,19 @@ def measure_accuracy(variant: str, positions: int) -> dict:
   from alitok_jax.models import build, variants  # noqa: PLC0415
 
   out = {'what': 'accuracy', 'device': jax.local_devices()[0].device_kind}
-  if (FIXTURES / 'ar.pth').is_file():
+  fixtures = pathlib.Path(fixtures) if fixtures else None
+  if fixtures is not None and not (fixtures / 'ar.pth').is_file():
+    raise FileNotFoundError(f'--fixtures {fixtures}: no ar.pth there')
+  if fixtures is None:
+    out['fixture'] = 'not measured (pass --fixtures DIR with ar.pth and ar_io.npz)'
+  else:
     from alitok_jax.convert.run import torch_to_model_dir  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
-      torch_to_model_dir(FIXTURES / 'ar.pth', pathlib.Path(tmp) / 'ar')
+      torch_to_model_dir(fixtures / 'ar.pth', pathlib.Path(tmp) / 'ar')
       f32 = Generator.load(pathlib.Path(tmp) / 'ar')
       bf16 = Generator.load(pathlib.Path(tmp) / 'ar', dtype='bfloat16')
-    with np.load(FIXTURES / 'ar_io.npz') as f:
+    with np.load(fixtures / 'ar_io.npz') as f:
       labels, greedy = f['labels'], f['greedy_ids']
     settings = dict(guidance_scale=4.0, guidance_pow=1.4, top_k=1)
     codes32 = np.asarray(f32.sample(labels, **settings))
@@ -201,7 +208,7 @@ def measure_accuracy(variant: str, positions: int) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-  cmd = [sys.executable, '-m', 'alitok_jax.sample.benchmark', '--child', *args]
+  cmd = [sys.executable, '-m', 'alitok_jax.commands.benchmark_sample', '--child', *args]
   print('  $ ' + ' '.join(cmd[2:]), flush=True)
   result = subprocess.run(cmd, capture_output=True, text=True)
   lines = [l for l in result.stdout.splitlines() if l.startswith('RESULT ')]
@@ -238,7 +245,8 @@ def _table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser = argparse.ArgumentParser(prog='python -m alitok_jax.commands.benchmark_sample',
+                                   description=__doc__.split('\n')[0])
   parser.add_argument('--out', help='write all results as JSON here')
   parser.add_argument('--tiny', action='store_true',
                       help='CPU smoke run: tiny models, small batches, few runs')
@@ -255,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--no-accuracy', action='store_true')
   parser.add_argument('--accuracy-variant', default='B')
   parser.add_argument('--accuracy-positions', type=int, default=274)
+  parser.add_argument('--fixtures', default='',
+                      help='a folder with the tiny AR fixture (ar.pth, ar_io.npz), e.g. '
+                      '../shared/fixtures: also measure bf16 greedy agreement on it')
   parser.add_argument('--child', nargs='+', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
 
@@ -262,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     kind, *rest = args.child
     fn = {'sample': measure_sampler, 'decode': measure_decode, 'accuracy': measure_accuracy}[kind]
     types = {'sample': (str, int, str, int, str, int), 'decode': (str, int, str, int),
-             'accuracy': (str, int)}[kind]
+             'accuracy': (str, int, str)}[kind]
     print('RESULT ' + json.dumps(fn(*(t(v) for t, v in zip(types, rest)))), flush=True)
     return
 
@@ -283,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
   if not args.no_decode:
     jobs.append(('decode', tokenizer, decode_batch, dtype, runs))
   if not args.no_accuracy:
-    jobs.append(('accuracy', args.accuracy_variant, args.accuracy_positions))
+    jobs.append(('accuracy', args.accuracy_variant, args.accuracy_positions, args.fixtures))
 
   results = []
   for job in jobs:
@@ -303,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
   if args.out:
     path = pathlib.Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {'command': ' '.join(['python -m alitok_jax.sample.benchmark', *(argv or sys.argv[1:])]),
+    doc = {'command': ' '.join(['python -m alitok_jax.commands.benchmark_sample',
+                                *(argv or sys.argv[1:])]),
            'time': time.strftime('%Y-%m-%d %H:%M:%S'), 'results': results}
     path.write_text(json.dumps(doc, indent=1) + '\n')
     print(f'\nwrote {path}')

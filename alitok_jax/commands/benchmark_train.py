@@ -1,7 +1,7 @@
 """Training throughput of the tokenizer and the AR model, measured by one command.
 
-    python -m alitok_jax.train.benchmark --out docs/perf_train.json          # on a GPU
-    python -m alitok_jax.train.benchmark --tiny --out /tmp/perf_train.json   # CPU smoke run
+    python -m alitok_jax.commands.benchmark_train --out docs/perf_train.json          # on a GPU
+    python -m alitok_jax.commands.benchmark_train --tiny --out /tmp/perf_train.json   # CPU smoke
 
 Each measurement runs the trainers' own jitted steps (`tokenizer_steps`, `ar_steps`) on random
 weights and random data already on the device, bf16 compute and float32 params: median of
@@ -148,8 +148,8 @@ def measure_ar(variant: str, batch: int, runs: int, dtype: str, accum: int,
 
 def _child(args: list[str]) -> dict:
   """Runs one measurement in a fresh process (so peak memory is that measurement's)."""
-  out = subprocess.run([sys.executable, '-m', 'alitok_jax.train.benchmark', '--child', *args],
-                       capture_output=True, text=True)
+  cmd = [sys.executable, '-m', 'alitok_jax.commands.benchmark_train', '--child', *args]
+  out = subprocess.run(cmd, capture_output=True, text=True)
   if out.returncode:
     return {'what': ' '.join(args), 'error': out.stderr.strip().splitlines()[-1:]}
   return json.loads(out.stdout.strip().splitlines()[-1])
@@ -170,7 +170,7 @@ def _row(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog='python -m alitok_jax.train.benchmark',
+  parser = argparse.ArgumentParser(prog='python -m alitok_jax.commands.benchmark_train',
                                    description=__doc__.split('\n')[0])
   parser.add_argument('--tiny', action='store_true', help='CPU-sized models (a smoke run)')
   parser.add_argument('--runs', type=int, default=5)

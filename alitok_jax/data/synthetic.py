@@ -20,7 +20,8 @@ occupancy of the bounding box), with centroids measured on freshly drawn clean a
 examples. It is used by the demo to score generated images.
 
 `SyntheticCodes` is the same idea for the AR model: a learnable distribution of code sequences
-(the tests' and the tiny AR config's data), with no tokenizer needed.
+(the tests' and the tiny AR config's data), with no tokenizer needed. `pattern_images` are
+smooth colour gradients with stripes, the evaluation commands' built-in test images.
 """
 
 from __future__ import annotations
@@ -363,3 +364,17 @@ class SyntheticCodes:
     noise = rng.random(self.seq_len) < 0.1
     codes = np.where(noise, rng.integers(0, self.codebook_size, self.seq_len), codes)
     return {'codes': codes.astype(np.int32), 'label': np.int32(label)}
+
+
+def pattern_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+  """n deterministic uint8 images with smooth colour gradients and stripes (no data needed)."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing='ij')
+  out = []
+  for _ in range(n):
+    colour = rng.random((2, 3))
+    freq, angle = rng.uniform(2, 8), rng.uniform(0, np.pi)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+    img = colour[0] * (1 - yy[..., None]) + colour[1] * yy[..., None]
+    out.append(0.7 * img + 0.3 * stripes[..., None])
+  return np.clip(np.round(np.stack(out) * 255.0), 0, 255).astype(np.uint8)

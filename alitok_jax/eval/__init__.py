@@ -1,4 +1,5 @@
 """Evaluation (docs/EVALUATION.md): the FID Inception's features (`features`), FID / IS /
-precision-recall (`fid`, `inception_score`, `precision_recall`), the ADM npz format
-(`reference_batch`), PSNR / SSIM (`image_metrics`), and the `fid`, `rfid` and `reconstruct`
-modes."""
+precision-recall (`fid`, `inception_score`, `precision_recall`), what the ADM evaluator reports of
+a sample batch (`generation`), a tokenizer's rFID / PSNR / SSIM / LPIPS (`reconstruction`), the
+ADM npz format (`reference_batch`), PSNR / SSIM (`image_metrics`), image sources and progress
+lines. The `fid`, `rfid` and `reconstruct` modes are in `alitok_jax/commands/`."""

@@ -1,21 +1,27 @@
-"""What every trainer's loop shares: timing, metric averaging, periodic actions and a log header.
+"""The skeleton both trainers share, as helpers: mesh, abstract sharded state, restore-or-init,
+logging windows, held-out batches, the checkpoint / export / stop tail.
 
-The loops themselves (`tokenizer_trainer.py`, `ar_trainer.py`) read top to bottom like
-big_vision's `train.py`; these helpers keep them short. Metrics stay on the device until a log
-step, then one fetch (`parallel.mesh.to_host`, which also reads arrays replicated over several
-processes) brings the whole window to the host. The memory estimate printed at start is
-per device: params and optimizer state from their shardings, activations from rough per-layer
-counts (see `transformer_activation_bytes`, `tokenizer_activation_bytes`).
+The trainers themselves (`commands/train_tokenizer.py`, `commands/train_ar.py`) read top to bottom
+in short sections like big_vision's `train.py`: mesh -> model and optimizer -> abstract state
+(`abstract_state`: `jax.eval_shape` of the init, shardings from the FSDP rule) -> data ->
+`restore_or_init` (Orbax into the abstract sharded target, or a jitted init with
+`out_shardings`: never materialised on one device first) -> the loop (`log_window`,
+`checkpoint_and_stop`) -> `finish` (the final export, closing). Metrics stay on the device until
+a log step, then one fetch (`parallel.mesh.to_host`, which also reads arrays replicated over
+several processes) brings the whole window to the host.
 """
 
 from __future__ import annotations
 
+import pathlib
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
+from alitok_jax import checkpoint
+from alitok_jax.parallel import distributed
 from alitok_jax.parallel import mesh as mesh_lib
 
 
@@ -77,73 +83,6 @@ def describe_params(tree: Any) -> str:
   return f'{n:,} ({n / 1e6:.1f}M)'
 
 
-def _bytes_per_device(tree: Any) -> int:
-  """Bytes one device holds of a tree of sharded ShapeDtypeStructs / arrays."""
-  total = 0
-  for leaf in jax.tree.leaves(tree):
-    shape = tuple(leaf.shape)
-    sharding = getattr(leaf, 'sharding', None)
-    if sharding is not None and shape:
-      shape = sharding.shard_shape(shape)
-    total += int(np.prod(shape)) * np.dtype(leaf.dtype).itemsize
-  return total
-
-
-def memory_estimate(abstract_state: Any, mesh: Any, global_batch: int, *,
-                    activation_bytes: int = 0) -> str:
-  """One line: per-device bytes of params, optimizer state and (estimated) activations."""
-  gib = lambda b: f'{b / 2**30:.2f} GiB'
-  params = _bytes_per_device(abstract_state.get('params', {}))
-  opt = _bytes_per_device({k: v for k, v in abstract_state.items() if k != 'params'})
-  return (f'memory per device (estimate): params {gib(params)}, optimizer state and the rest '
-          f'{gib(opt)}, activations ~{gib(activation_bytes)} at global batch {global_batch} '
-          f'over {mesh.devices.size} device(s)')
-
-
-def transformer_activation_bytes(batch: int, tokens: int, width: int, mlp_width: int,
-                                 layers: int, heads: int, *, dtype_bytes: int = 2) -> int:
-  """What a pre-norm transformer keeps from its forward for the backward, roughly.
-
-  Per layer and token ~10 x width values (block input, norms, q/k/v, attention output,
-  residuals) and 3 x MLP width (the MLP's hidden activations) in the compute dtype, plus the
-  float32 attention probabilities (heads x tokens^2 per sequence), which unfused attention
-  materialises. batch: sequences per device.
-  """
-  per_layer = batch * tokens * (10 * width + 3 * mlp_width) * dtype_bytes
-  scores = batch * heads * tokens * tokens * 4
-  return layers * (per_layer + scores)
-
-
-def tokenizer_activation_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2,
-                               perceptual: bool = False, lpips: bool = False,
-                               gan: bool = False) -> int:
-  """A rough per-device activation estimate for one tokenizer training step.
-
-  cfg: a TokenizerConfig; batch: images per device. Encoder (patches + latent tokens) and decoder
-  (buffer + latent tokens) transformers; float32 image-sized tensors of the decoder head and the
-  pixel losses; the loss networks' saved activations, which at 256 pixels dominate: LPIPS's
-  VGG-16 keeps ~36M values per image (pre- and post-ReLU features), the perceptual ConvNeXt-S at
-  224 pixels ~35M, the discriminator ~6 x 128 channels at full resolution (float32 each).
-  """
-  enc, dec = cfg.encoder, cfg.decoder
-  total = transformer_activation_bytes(batch, cfg.num_patches + cfg.num_latent_tokens,
-                                       enc.width, enc.mlp_width, enc.layers, enc.heads,
-                                       dtype_bytes=dtype_bytes)
-  total += transformer_activation_bytes(batch, cfg.buffer_tokens + cfg.num_latent_tokens,
-                                        dec.width, dec.mlp_width, dec.layers, dec.heads,
-                                        dtype_bytes=dtype_bytes)
-  pixels = cfg.image_size * cfg.image_size
-  total += batch * pixels * 3 * 4 * 16
-  area = pixels / 256**2
-  if lpips:
-    total += int(batch * 36e6 * area * 4)
-  if perceptual:
-    total += int(batch * 35e6 * 4)
-  if gan:
-    total += batch * pixels * 128 * 6 * 4
-  return int(total)
-
-
 def checkpoint_and_stop(step: int, *, total: int, first_step: int, config: Any, guard: Any,
                         save: Any, export: Any, log: Any) -> bool:
   """The tail of every training iteration: checkpoint every `ckpt_every` (and on a stop),
@@ -159,3 +98,102 @@ def checkpoint_and_stop(step: int, *, total: int, first_step: int, config: Any, 
     why = guard.signal_name or f'steps_per_run={config.steps_per_run}'
     log(f'{why}: saved a checkpoint at step {step}; rerun the same command to resume')
   return stop
+
+
+def mesh_from_config(mesh_config: Any, log: Callable[[str], None]
+                     ) -> tuple[mesh_lib.MeshSpec, jax.sharding.Mesh]:
+  """The (data, fsdp) mesh of a config's `mesh` section over every device, described in the log."""
+  spec = mesh_lib.MeshSpec.from_config(mesh_config)
+  mesh = mesh_lib.make_mesh(spec)
+  log(mesh_lib.describe(mesh))
+  return spec, mesh
+
+
+def abstract_state(init: Callable[..., Any], mesh: jax.sharding.Mesh, spec: mesh_lib.MeshSpec,
+                   *args: Any) -> tuple[Any, Any]:
+  """(abstract state, shardings) of the train state `init(*args)`, built without allocating it.
+
+  `args` are traced (bind static ones, such as the seed, with functools.partial). The abstract
+  state's ShapeDtypeStructs carry the shardings of the FSDP rule: Orbax restores into it, and the
+  shardings are the jitted init's and train step's `out_shardings`.
+  """
+  shapes = jax.eval_shape(init, *args)
+  shardings = mesh_lib.state_shardings(shapes, mesh, spec)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          shapes, shardings)
+  return abstract, shardings
+
+
+def restore_or_init(ckpt: Any, abstract: Any, batches: Any, init: Callable[[], Any], *,
+                    log: Callable[[str], None], started: str,
+                    data_offset: int = 0) -> tuple[Any, int | None]:
+  """(state, restored step or None): the newest checkpoint with the data position, else init().
+
+  `batches` has `.iterator` (restored in place) and `restart_at(step)`, used when the checkpoint
+  holds no iterator position for this process count; `data_offset` batches were consumed before
+  step 0 (a codebook initialised from data). `started` is logged for a fresh run.
+  """
+  restored = ckpt.restore(abstract, batches.iterator)
+  if restored is None:
+    state = init()
+    log(started)
+    return state, None
+  step, state = restored
+  log(f'resumed from {ckpt.directory}/{step} (step {step})')
+  if not ckpt.data_restored:
+    batches.restart_at(step + data_offset)
+  return state, step
+
+
+def log_window(writer: Any, step: int, total: int, window: MetricWindow, timer: Throughput, *,
+               unit: str, prefix: str = '', extra: Mapping[str, float] | None = None,
+               note: str = '') -> dict[str, float]:
+  """Writes the mean of the window's metrics (names prefixed), the throughput and `extra`, and
+  a progress line with the ETA; returns the scalars."""
+  scalars = {**{prefix + k: v for k, v in window.mean().items()}, **timer.report(unit),
+             **(extra or {})}
+  writer.write_scalars(step, scalars)
+  writer.write_text(f'  step {step}/{total} {note}' + eta(step, total,
+                                                          scalars.get('perf/steps_per_s')))
+  return scalars
+
+
+def held_out_batches(arrays: Mapping[str, np.ndarray], global_batch: int, local_batch: int, *,
+                     keep_partial: bool) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+  """Yields (this process's rows of each global batch of `arrays`, real rows in that batch).
+
+  Process p feeds rows [p * local, (p + 1) * local) of every global batch, so any process count
+  sees the same batches. A partial last batch is padded with copies of its last row
+  (keep_partial) or left out.
+  """
+  n = len(next(iter(arrays.values())))
+  start = jax.process_index() * local_batch
+  stop = n if keep_partial else n - global_batch + 1
+  for i in range(0, max(stop, 0), global_batch):
+    chunk = {k: mesh_lib.pad_rows(v[i:i + global_batch], global_batch, repeat_last=True)
+             for k, v in arrays.items()}
+    yield {k: v[start:start + local_batch] for k, v in chunk.items()}, min(global_batch, n - i)
+
+
+def export_model(directory: pathlib.Path, model_config: Any, params: Any, step: Any, ckpt: Any, *,
+                 what: str, usage: Any = None) -> None:
+  """Writes the params-only model directory (and the codebook usage) after pending checkpoints.
+
+  Collective: every process passes its shards of the (possibly FSDP-sharded) params to Orbax.
+  """
+  ckpt.wait()
+  checkpoint.save_model_dir(directory, model_config, params,
+                            codebook_usage=None if usage is None else mesh_lib.to_host(usage),
+                            overwrite=True, metadata={'step': int(mesh_lib.to_host(step))})
+  if jax.process_index() == 0:
+    print(f'exported the {what} to {directory}', flush=True)
+
+
+def finish(step: int, total: int, model_dir: pathlib.Path, export: Callable[[], None], ckpt: Any,
+           writer: Any) -> None:
+  """After the loop: export when training is done and no export exists yet, then close."""
+  if step >= total and not distributed.primary_value(
+      (model_dir / checkpoint.CONFIG_FILE).exists()):
+    export()
+  ckpt.close()
+  writer.close()

@@ -1,9 +1,6 @@
-"""The `pretokenize` mode: a dataset -> ten-crop tokenizer codes in shards, for AR training.
+"""Pretokenization: an image source -> ten-crop tokenizer codes in shards, for AR training.
 
-    python -m alitok_jax.main --config=configs/pretokenize.py --workdir=codes/imagenet_train \
-        --config.tokenizer=weights/tokenizer --config.data.kind=folder --config.data.root=...
-
-ALITOK_REFERENCE.md section 3 (`pretokenization.py`): each image is centre-cropped the ADM way to
+The library side of the `pretokenize` mode (`commands/pretokenize.py`). ALITOK_REFERENCE.md section 3 (`pretokenization.py`): each image is centre-cropped the ADM way to
 1.1 x 256 = 281 pixels, then cut into the ten crops of torchvision's TenCrop (four corners and
 the centre, and the same of the flipped image); every crop's 273 codes are one training example.
 
@@ -20,26 +17,13 @@ import pathlib
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
-from alitok_jax import Tokenizer
 from alitok_jax.data import code_shards, image_pipeline
-from alitok_jax.models import functional, variants
+from alitok_jax.models import functional
 from alitok_jax.parallel import mesh as mesh_lib
-from alitok_jax.train import train_data
 
 CROPS = 10
-
-
-def _tokenizer(config) -> Tokenizer:
-  if config.tokenizer:
-    return Tokenizer.load(config.tokenizer, dtype=config.dtype)
-  if not config.random_tokenizer:
-    raise ValueError('set --config.tokenizer to a tokenizer model directory (from `python -m '
-                     'alitok_jax.convert AliTok.pth DIR` or a trainer\'s W/model)')
-  print(f'no config.tokenizer: using a random {config.random_tokenizer} tokenizer (tests only)')
-  return Tokenizer.random(variants.TOKENIZER[config.random_tokenizer], seed=config.seed)
 
 
 class _Range:
@@ -55,20 +39,25 @@ class _Range:
     return self.source[self.lo + int(index)]
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  out = pathlib.Path(workdir)
+def encode_to_shards(tok, source, out: str | pathlib.Path, *, num_images: int,
+                     images_per_shard: int, batch_size: int, tokenizer_name: str) -> dict:
+  """Encodes the first `num_images` of `source` (<= 0: all) into code shards under `out`.
+
+  tok: a tokenizer with `config`, `graphdef` and `params` (the API's Tokenizer). Shards that
+  exist are skipped; processes take shards round-robin. Returns the summary that is also written
+  to `out/pretokenize.json` (`tokenizer_name` is recorded there).
+  """
+  out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  tok = _tokenizer(config)
   size = tok.config.image_size
-  source = train_data.image_source(config.data, image_size=size, seed=config.seed)
-  n = len(source) if config.num_images <= 0 else min(config.num_images, len(source))
-  per_shard = config.images_per_shard
+  n = len(source) if num_images <= 0 else min(num_images, len(source))
+  per_shard = images_per_shard
   num_shards = -(-n // per_shard)
   mine = [k for k in range(num_shards) if k % jax.process_count() == jax.process_index()]
   todo = [k for k in mine if not code_shards.shard_exists(out, k)]
   local = jax.local_devices()
   mesh = mesh_lib.make_mesh(mesh_lib.MeshSpec(), devices=local)
-  rows = config.batch_size * CROPS
+  rows = batch_size * CROPS
   if rows % len(local):
     raise ValueError(f'batch_size x 10 crops = {rows} rows do not split over {len(local)} '
                      'local devices')
@@ -80,7 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start, done_images, skipped = time.perf_counter(), 0, 0
   for count, k in enumerate(todo):
     lo, hi = k * per_shard, min((k + 1) * per_shard, n)
-    loader = image_pipeline.image_loader(_Range(source, lo, hi), batch_size=config.batch_size,
+    loader = image_pipeline.image_loader(_Range(source, lo, hi), batch_size=batch_size,
                                          seed=0, train=False, image_size=size, ten_crop=True,
                                          shard_index=0, shard_count=1, pad_last=True)
     codes, labels = [], []
@@ -102,7 +91,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices('pretokenize done')
   summary = {'images': n, 'crops_per_image': CROPS, 'shards': num_shards,
-             'skipped_this_process': skipped, 'tokenizer': config.tokenizer or 'random',
+             'skipped_this_process': skipped, 'tokenizer': tokenizer_name,
              'image_size': size}
   if jax.process_index() == 0:
     (out / 'pretokenize.json').write_text(json.dumps(summary, indent=1) + '\n')

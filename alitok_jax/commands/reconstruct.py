@@ -18,45 +18,22 @@ import time
 import ml_collections
 import numpy as np
 
-from alitok_jax import Tokenizer, viz
-from alitok_jax.data import image_io
+from alitok_jax import viz
+from alitok_jax.commands import models
+from alitok_jax.data import image_io, synthetic
 from alitok_jax.eval import image_metrics
-from alitok_jax.models import variants
-
-
-def test_pattern_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-  """n deterministic uint8 images with smooth colour gradients and stripes (no data needed)."""
-  rng = np.random.default_rng(seed)
-  yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size), indexing='ij')
-  out = []
-  for _ in range(n):
-    colour = rng.random((2, 3))
-    freq, angle = rng.uniform(2, 8), rng.uniform(0, np.pi)
-    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
-    img = colour[0] * (1 - yy[..., None]) + colour[1] * yy[..., None]
-    out.append(0.7 * img + 0.3 * stripes[..., None])
-  return viz.to_uint8(np.stack(out))
-
-
-def _load_tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
-  if config.tokenizer:
-    return Tokenizer.load(config.tokenizer, dtype=config.dtype)
-  if config.random_tokenizer not in variants.TOKENIZER:
-    raise ValueError(f'config.random_tokenizer must be one of {sorted(variants.TOKENIZER)}')
-  print(f'no config.tokenizer given: using a random {config.random_tokenizer} tokenizer')
-  return Tokenizer.random(variants.TOKENIZER[config.random_tokenizer], seed=config.seed,
-                          dtype=config.dtype)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  tok = _load_tokenizer(config)
+  tok = models.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
+                         seed=config.seed)
   size = tok.config.image_size
   if config.images:
     images = image_io.load_folder(config.images, size, limit=config.num_images)
   else:
-    images = test_pattern_images(config.num_images, size, config.seed)
+    images = synthetic.pattern_images(config.num_images, size, config.seed)
   print(f'reconstructing {len(images)} images of {size}x{size} in batches of {config.batch_size}')
   recons, codes, start = [], [], time.perf_counter()
   for i in range(0, len(images), config.batch_size):

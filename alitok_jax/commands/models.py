@@ -1,0 +1,57 @@
+"""The models a command's config names, loaded through the API, or random ones for smoke runs.
+
+One place for what several commands do alike: a tokenizer directory, or a random tokenizer of a
+`variants.TOKENIZER` size when the config asks for one (tests, CPU smoke runs); the FID
+Inception and LPIPS directories, or random ones. Random weights are announced on stderr, since
+every number they give is meaningless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alitok_jax import Tokenizer
+from alitok_jax.eval import features
+from alitok_jax.eval.progress import note, warn
+from alitok_jax.losses import lpips as lpips_loss
+from alitok_jax.models import variants
+
+TOKENIZER_HOW_TO = ('a tokenizer model directory (from `python -m alitok_jax.convert AliTok.pth '
+                    "weights/tokenizer` or a trainer's W/model)")
+
+
+def tokenizer(directory: str, *, random: str = '', dtype: Any = 'float32', seed: int = 0
+              ) -> Tokenizer:
+  """The tokenizer of `directory`, or a random `random` one (a variants.TOKENIZER key)."""
+  if directory:
+    return Tokenizer.load(directory, dtype=dtype)
+  if random:
+    if random not in variants.TOKENIZER:
+      raise ValueError(f'config.random_tokenizer={random!r} is not one of '
+                       f'{sorted(variants.TOKENIZER)}')
+    warn(f'no config.tokenizer: a RANDOM {random} tokenizer (smoke tests only)')
+    return Tokenizer.random(variants.TOKENIZER[random], seed=seed, dtype=dtype)
+  raise ValueError(f'config.tokenizer is not set: it must name {TOKENIZER_HOW_TO}')
+
+
+def inception(directory: str, *, random: bool = False, seed: int = 0):
+  """(config, params) of the FID Inception in `directory`, or a random-weight one."""
+  if directory:
+    return features.load_inception(directory)
+  if random:
+    warn('config.random_inception: a RANDOM-WEIGHT Inception; every number below is '
+         'meaningless (smoke test only)')
+    return features.random_inception(seed)
+  raise ValueError(f'config.inception is not set: it must name the FID Inception model '
+                   f'directory; {features.HOW_TO}')
+
+
+def lpips(directory: str, *, random: bool = False, seed: int = 0):
+  """The LPIPS params of `directory`, a random-weight LPIPS, or None (LPIPS skipped)."""
+  if directory:
+    return lpips_loss.load_params(directory)
+  if random:
+    warn('config.random_lpips: a RANDOM-WEIGHT LPIPS (smoke test)')
+    return lpips_loss.random_params(seed)
+  note('config.lpips is empty: LPIPS skipped')
+  return None

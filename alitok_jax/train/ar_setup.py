@@ -1,0 +1,81 @@
+"""The AR trainer's pieces around its loop: the model config, the optimizer, the initial state,
+the held-out evaluation and the sample grids (the loop is `commands/train_ar.py`).
+
+ALITOK_REFERENCE.md section 3 (configs/alitok_*.yaml): AdamW (0.9, 0.96), weight decay on
+matrices only, warm-up then cosine to `end_lr`, clipping; dropouts from the variant unless the
+config overrides them. The step itself is `ar_steps.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from alitok_jax import viz
+from alitok_jax.models import build, functional, variants
+from alitok_jax.parallel import mesh as mesh_lib
+from alitok_jax.sample import sampler as sampler_lib
+from alitok_jax.sample.cfg import Guidance
+from alitok_jax.sample.strategies import Sampling
+from alitok_jax.train import loop, optim
+
+_DROPOUTS = ('dropout', 'attn_dropout', 'token_dropout', 'class_dropout')
+
+
+def model_config(config: Any) -> variants.ARConfig:
+  """The AR size `config.model` with the config's dropout overrides (None keeps the variant's)."""
+  if config.model not in variants.AR:
+    raise ValueError(f'config.model={config.model!r} is not one of {sorted(variants.AR)}')
+  base = variants.AR[config.model]
+  overrides = {k: config.get(k) for k in _DROPOUTS if config.get(k) is not None}
+  return variants.ARConfig(**{**base.__dict__, **overrides})
+
+
+def optimizer(config: Any, cfg: variants.ARConfig) -> tuple[Callable, optax.GradientTransformation]:
+  """(learning-rate schedule, AdamW with decay on matrices only) of `config.optim`."""
+  o = config.optim
+  schedule = optim.warmup_cosine(o.lr, o.warmup_steps, o.total_steps, o.end_lr)
+  tx = optim.adamw(b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, grad_clip=o.grad_clip,
+                   decay_mask=optim.decay_mask_matrices(build.abstract_params(cfg)))
+  return schedule, tx
+
+
+def init_fn(cfg: variants.ARConfig, tx: optax.GradientTransformation) -> Callable[[int], dict]:
+  """seed -> the fresh train state {'step', 'params', 'opt'} (jit it with out_shardings)."""
+
+  def init(seed: int) -> dict:
+    params = build.random_params(cfg, seed=seed)
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params)}
+
+  return init
+
+
+def evaluate(eval_fn: Callable, params: Any, held_out: dict[str, np.ndarray], mesh: Any,
+             global_batch: int, local_batch: int) -> dict[str, float]:
+  """Mean metrics over the whole global batches of the held-out codes (`eval/` prefixed)."""
+  window = loop.MetricWindow()
+  for rows, _ in loop.held_out_batches(held_out, global_batch, local_batch, keep_partial=False):
+    window.add(eval_fn(params, mesh_lib.global_batch(rows, mesh)))
+  return {f'eval/{k}': v for k, v in window.mean().items()}
+
+
+def sample_grid(cfg: variants.ARConfig, dtype: Any, params: Any, tokenizer: Any, *,
+                classes: tuple[int, ...], per_class: int, guidance_scale: float,
+                guidance_pow: float, seed: int) -> np.ndarray:
+  """A grid of samples, one row per class, decoded by `tokenizer` (an object with `graphdef`
+  and `params`, e.g. the API's Tokenizer); uint8 [H, W, 3].
+
+  Every process samples (the batch spreads over all devices) and gets every image.
+  """
+  graphdef = build.abstract(cfg, dtype=jnp.dtype(dtype))[0]
+  sampler = sampler_lib.Sampler(graphdef, mesh_lib.to_host(params), cfg)
+  labels = np.repeat(np.asarray(classes, np.int32), per_class)
+  codes = sampler.sample(labels, Guidance.create(guidance_scale, guidance_pow, cfg.image_seq_len),
+                         Sampling.create(), seed=seed)
+  codes = mesh_lib.to_host(codes)
+  images = np.asarray(functional.decode(tokenizer.graphdef, tokenizer.params, jnp.asarray(codes)))
+  return viz.grid([images[i * per_class:(i + 1) * per_class] for i in range(len(classes))])
+
