@@ -151,7 +151,7 @@ def test_stage2_initialisation_follows_the_reference_rule():
 
 
 def test_mesh_helpers_for_padding_and_process_rows():
-  assert mesh_lib.round_up(5, 4) == 8 and mesh_lib.round_up(8, 4) == 8 and mesh_lib.round_up(0, 4) == 0
+  assert (mesh_lib.round_up(5, 4), mesh_lib.round_up(8, 4), mesh_lib.round_up(0, 4)) == (8, 8, 0)
   x = np.arange(6).reshape(3, 2)
   np.testing.assert_array_equal(mesh_lib.pad_rows(x, 5), [[0, 1], [2, 3], [4, 5], [0, 0], [0, 0]])
   np.testing.assert_array_equal(mesh_lib.pad_rows(x, 4, repeat_last=True)[3], [4, 5])

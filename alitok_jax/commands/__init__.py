@@ -22,17 +22,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# mode -> the module of this package that runs it.
-MODES = {
-    'reconstruct': 'reconstruct',
-    'train_tokenizer': 'train_tokenizer',
-    'pretokenize': 'pretokenize',
-    'train_ar': 'train_ar',
-    'sample': 'sample',
-    'fid': 'fid',
-    'rfid': 'rfid',
-    'demo': 'demo',
-}
+# The modes; each is the module of this package with that name.
+MODES = ('reconstruct', 'train_tokenizer', 'pretokenize', 'train_ar', 'sample', 'fid', 'rfid',
+         'demo')
 
 
 def run(config: Any, workdir: str) -> Any:
@@ -40,4 +32,4 @@ def run(config: Any, workdir: str) -> Any:
   mode = config.get('mode')
   if mode not in MODES:
     raise ValueError(f'config mode {mode!r} is not one of {sorted(MODES)}')
-  return importlib.import_module(f'{__name__}.{MODES[mode]}').run(config, workdir)
+  return importlib.import_module(f'{__name__}.{mode}').run(config, workdir)

@@ -3,7 +3,7 @@
     python -m alitok_jax.commands.benchmark_sample --out docs/perf_sample.json \
         --fixtures ../shared/fixtures                                                 # on a GPU
     python -m alitok_jax.commands.benchmark_sample --tiny --out /tmp/perf_tiny.json   # CPU smoke
-    python -m alitok_jax.commands.benchmark_sample --sweep --variants B   # tune segments / attention
+    python -m alitok_jax.commands.benchmark_sample --sweep --variants B   # tune the decode loop
 
 Measures (DESIGN.md "Performance"):
 - AR sampling, B / L / XL at batch 64 with CFG (2B rows), bf16, random weights: images/s from the

@@ -6,7 +6,8 @@
   python -m alitok_jax.convert weights/ar_xl ar_xl_back.pth       # and back to PyTorch
   python -m alitok_jax.convert convnext_small-0c510722.pth weights/convnext_small
       # torchvision's ConvNeXt-S ImageNet weights (IMAGENET1K_V1): the perceptual loss's network
-  python -m alitok_jax.convert pt_inception-2015-12-05-6726825d.pth weights/inception  # FID Inception
+  python -m alitok_jax.convert pt_inception-2015-12-05-6726825d.pth weights/inception
+      # the FID Inception (pytorch-fid's weights)
   python -m alitok_jax.convert vgg16-397923af.pth vgg.pth weights/lpips  # LPIPS: two files
 
 The direction follows SRC: a model directory (with config.json) is written out as a torch file,

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from alitok_jax.commands import models
+from alitok_jax.commands import loading
 from alitok_jax.data import synthetic
 from alitok_jax.eval import generation
 from alitok_jax.eval import reference_batch as rb
@@ -62,8 +62,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ref.image_size and ref.image_size != samples.shape[1:3]:
     warn(f'samples are {samples.shape[1]}x{samples.shape[2]} but the reference images are '
          f'{ref.image_size[0]}x{ref.image_size[1]}: wrong reference batch?')
-  inc_config, inc_params = models.inception(config.inception, random=config.random_inception,
-                                            seed=config.seed)
+  inc_config, inc_params = loading.inception(config.inception, random=config.random_inception,
+                                             seed=config.seed)
   extractor = FeatureExtractor(inc_config, inc_params, batch_size=config.batch_size)
   note(f'samples: {n} images of {samples.shape[1]}x{samples.shape[2]} from {samples_path}; '
        f'batches of {extractor.batch_size} on {extractor.mesh.size} device(s)')

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from alitok_jax.commands import models
+from alitok_jax.commands import loading
 from alitok_jax.train import pretokenize, train_data
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  tok = models.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
-                         seed=config.seed)
+  tok = loading.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
+                          seed=config.seed)
   source = train_data.image_source(config.data, image_size=tok.config.image_size,
                                    seed=config.seed)
   return pretokenize.encode_to_shards(tok, source, workdir, num_images=config.num_images,

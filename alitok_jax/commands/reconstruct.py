@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from alitok_jax import viz
-from alitok_jax.commands import models
+from alitok_jax.commands import loading
 from alitok_jax.data import image_io, synthetic
 from alitok_jax.eval import image_metrics
 
@@ -27,8 +27,8 @@ from alitok_jax.eval import image_metrics
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  tok = models.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
-                         seed=config.seed)
+  tok = loading.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
+                          seed=config.seed)
   size = tok.config.image_size
   if config.images:
     images = image_io.load_folder(config.images, size, limit=config.num_images)

@@ -18,7 +18,7 @@ import time
 import jax
 import ml_collections
 
-from alitok_jax.commands import models
+from alitok_jax.commands import loading
 from alitok_jax.data import synthetic
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_source
@@ -47,11 +47,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   # The weights first: a missing file fails before any work.
-  lpips_params = models.lpips(config.lpips, random=config.random_lpips, seed=config.seed)
-  inc_config, inc_params = models.inception(config.inception, random=config.random_inception,
-                                            seed=config.seed)
-  tok = models.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
-                         seed=config.seed)
+  lpips_params = loading.lpips(config.lpips, random=config.random_lpips, seed=config.seed)
+  inc_config, inc_params = loading.inception(config.inception, random=config.random_inception,
+                                             seed=config.seed)
+  tok = loading.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
+                          seed=config.seed)
   size = tok.config.image_size
   source = _source(config, size)
   n = min(config.num_images or len(source), len(source))

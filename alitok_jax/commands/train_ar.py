@@ -65,7 +65,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       log=writer.write_text, started='started AR training from random weights')
   writer.write_text(f'AR-{config.model}: {loop.describe_params(state["params"])} params, global '
                     f'batch {config.batch_size} x {cfg.image_seq_len} tokens, {total} steps, '
-                    f'accumulation {config.accum_steps}, remat {config.remat}, {config.dtype} compute')
+                    f'accumulation {config.accum_steps}, remat {config.remat}, '
+                    f'{config.dtype} compute')
 
   # ## Steps
   settings = ar_steps.ARStepSettings(graphdef, cfg, schedule, tx, config.accum_steps,
@@ -103,9 +104,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             cfg, config.dtype, state['params'], tokenizer, classes=tuple(config.sample_classes),
             per_class=config.samples_per_class, guidance_scale=config.sample_guidance,
             guidance_pow=config.sample_guidance_pow, seed=step)})
-      if loop.checkpoint_and_stop(step, total=total, first_step=first_step, config=config,
-                                  guard=guard, save=lambda: ckpt.save(step, state, batches.iterator),
-                                  export=export, log=writer.write_text):
+      if loop.checkpoint_and_stop(
+          step, total=total, first_step=first_step, config=config, guard=guard,
+          save=lambda: ckpt.save(step, state, batches.iterator), export=export,
+          log=writer.write_text):
         break
   loop.finish(step, total, workdir / MODEL_DIR, export, ckpt, writer)
   return final

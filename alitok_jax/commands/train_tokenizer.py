@@ -113,9 +113,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_images(step, {'reconstructions': picture})
         writer.write_scalars(step, scalars)
         final.update(scalars)
-      if loop.checkpoint_and_stop(step, total=total, first_step=first_step, config=config,
-                                  guard=guard, save=lambda: ckpt.save(step, state, batches.iterator),
-                                  export=export, log=writer.write_text):
+      if loop.checkpoint_and_stop(
+          step, total=total, first_step=first_step, config=config, guard=guard,
+          save=lambda: ckpt.save(step, state, batches.iterator), export=export,
+          log=writer.write_text):
         break
   loop.finish(step, total, workdir / MODEL_DIR, export, ckpt, writer)
   return final

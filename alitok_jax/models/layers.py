@@ -67,7 +67,8 @@ def attend_one_query(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
   q [B, 1, N, H], k and v [B, T, N, H], mask boolean [1, T] -> [B, 1, N, H] in v's dtype. Equal
   to `attend` up to float rounding; XLA turns it into reduction fusions that read k and v (or a
   static slice of them) in place, an alternative to a batched matrix-vector product for KV-cache
-  decoding (which of the two is faster depends on the backend: `commands/benchmark_sample.py` measures).
+  decoding (which of the two is faster depends on the backend: `commands/benchmark_sample.py`
+  measures).
   """
   scale = q.shape[-1] ** -0.5
   qf = q[:, 0].astype(jnp.float32)  # [B, N, H]

@@ -49,7 +49,8 @@ class DecodePlan:
 
   segments: how many static cache lengths the scan is split into (1 = attend over the whole cache).
   attention: 'einsum' (matrix products) or 'reduce' (float32 products and sums) for the one-token
-    attention; which is faster depends on the backend (`python -m alitok_jax.commands.benchmark_sample`).
+    attention; which is faster depends on the backend
+    (`python -m alitok_jax.commands.benchmark_sample`).
   mesh: the devices the rows are sharded over along 'data'; None for no sharding constraints.
   """
 

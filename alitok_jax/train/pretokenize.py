@@ -1,8 +1,9 @@
 """Pretokenization: an image source -> ten-crop tokenizer codes in shards, for AR training.
 
-The library side of the `pretokenize` mode (`commands/pretokenize.py`). ALITOK_REFERENCE.md section 3 (`pretokenization.py`): each image is centre-cropped the ADM way to
-1.1 x 256 = 281 pixels, then cut into the ten crops of torchvision's TenCrop (four corners and
-the centre, and the same of the flipped image); every crop's 273 codes are one training example.
+The library side of the `pretokenize` mode (`commands/pretokenize.py`). ALITOK_REFERENCE.md
+section 3 (`pretokenization.py`): each image is centre-cropped the ADM way to 1.1 x 256 = 281
+pixels, then cut into the ten crops of torchvision's TenCrop (four corners and the centre, and
+the same of the flipped image); every crop's 273 codes are one training example.
 
 Source images are split into shards of `images_per_shard`; shard k holds the codes of images
 [k * n, (k + 1) * n) as `data.code_shards` writes them (atomically), so a rerun skips finished

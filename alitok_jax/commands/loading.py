@@ -1,4 +1,4 @@
-"""The models a command's config names, loaded through the API, or random ones for smoke runs.
+"""Loading the models a command's config names, through the API, or random ones for smoke runs.
 
 One place for what several commands do alike: a tokenizer directory, or a random tokenizer of a
 `variants.TOKENIZER` size when the config asks for one (tests, CPU smoke runs); the FID
