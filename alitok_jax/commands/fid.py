@@ -25,7 +25,7 @@ from alitok_jax.data import synthetic
 from alitok_jax.eval import generation
 from alitok_jax.eval import reference_batch as rb
 from alitok_jax.eval.features import FeatureExtractor
-from alitok_jax.eval.progress import note, warn
+from alitok_jax.progress import note, warn
 
 STANDARD_SAMPLES = 50_000
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from alitok_jax import Tokenizer
 from alitok_jax.eval import features
-from alitok_jax.eval.progress import note, warn
+from alitok_jax.progress import note, warn
 from alitok_jax.losses import lpips as lpips_loss
 from alitok_jax.models import variants
 

@@ -23,7 +23,7 @@ from alitok_jax.data import synthetic
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_source
 from alitok_jax.eval import reference_batch as rb
-from alitok_jax.eval.progress import note, warn
+from alitok_jax.progress import note, warn
 from alitok_jax.eval.reconstruction import ReconstructionEvaluator, reconstruction_metrics
 
 IMAGENET_VAL = 50_000

@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alitok_jax import checkpoint, tree_util
 from alitok_jax.convert.inception import WEIGHTS_FILE, WEIGHTS_URL
-from alitok_jax.eval.progress import Progress
+from alitok_jax.progress import Progress
 from alitok_jax.models import build
 from alitok_jax.models.inception import InceptionConfig, InceptionFeatures
 from alitok_jax.parallel.mesh import DATA, data_mesh, local_rows, pad_rows, round_up

@@ -17,7 +17,7 @@ from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import reference_batch as rb
 from alitok_jax.eval.inception_score import inception_score
 from alitok_jax.eval.precision_recall import ADM_K, precision_recall
-from alitok_jax.eval.progress import note
+from alitok_jax.progress import note
 
 
 def feature_statistics(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

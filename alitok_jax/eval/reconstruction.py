@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_metrics
 from alitok_jax.eval.features import inception_features
-from alitok_jax.eval.progress import Progress
+from alitok_jax.progress import Progress
 from alitok_jax.losses import lpips as lpips_loss
 from alitok_jax.models import build
 from alitok_jax.parallel.mesh import DATA, data_mesh, local_rows, pad_rows, round_up

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from alitok_jax import viz
+from alitok_jax import progress, viz
 from alitok_jax.parallel.mesh import pad_rows
 from alitok_jax.sample import npz
 
@@ -78,12 +78,6 @@ def _save_shard(path: pathlib.Path, **arrays) -> None:
   tmp = path.with_name(path.name + '.tmp.npz')
   np.savez(tmp, **arrays)
   os.replace(tmp, path)
-
-
-def _eta(seconds: float) -> str:
-  seconds = int(seconds)
-  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m' if seconds >= 3600 else (
-      f'{seconds // 60}m{seconds % 60:02d}s')
 
 
 def assemble(workdir: pathlib.Path, shards: Shards, preview: int) -> None:
@@ -163,7 +157,7 @@ def write_shards(sampler: Any, decoder: Any, shards: Shards, todo: list[int],
     else:
       rate, note = (done - first[1]) / (now - first[0]), ''
     print(f'  shard {k + 1}/{shards.count}: {done}/{total} images this run, {rate:.1f} '
-          f'images/s{note}, ETA {_eta((total - done) / rate)}', flush=True)
+          f'images/s{note}, ETA {progress.duration((total - done) / rate)}', flush=True)
 
   in_flight = None
   for k in todo:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Mapping
 import jax
 import numpy as np
 
-from alitok_jax import checkpoint
+from alitok_jax import checkpoint, progress
 from alitok_jax.parallel import distributed
 from alitok_jax.parallel import mesh as mesh_lib
 
@@ -71,11 +71,10 @@ class Throughput:
 
 
 def eta(step: int, total: int, steps_per_s: float | None) -> str:
+  """'eta 1h02m' for the steps left at `steps_per_s` ('' before the rate is known)."""
   if not steps_per_s:
     return ''
-  seconds = (total - step) / steps_per_s
-  h, rem = divmod(int(seconds), 3600)
-  return f'eta {h}h{rem // 60:02d}m' if h else f'eta {rem // 60}m{rem % 60:02d}s'
+  return f'eta {progress.duration((total - step) / steps_per_s)}'
 
 
 def describe_params(tree: Any) -> str:

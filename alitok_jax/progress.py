@@ -1,4 +1,6 @@
-"""Progress lines for long evaluations: `what: done/total images, rate, time left` (process 0)."""
+"""Progress lines for long work, printed by process 0: `Progress` for evaluations (`what:
+done/total images, rate, time left`), `duration` for the ETAs of the trainers and the sampler,
+and one-line notes and warnings."""
 
 from __future__ import annotations
 
@@ -42,3 +44,11 @@ def note(message: str) -> None:
 def warn(message: str) -> None:
   if jax.process_index() == 0:
     print(f'WARNING: {message}', file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+  """'1h02m' from an hour on, else '3m05s'."""
+  seconds = int(seconds)
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  return f'{seconds // 60}m{seconds % 60:02d}s'
