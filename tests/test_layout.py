@@ -10,7 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / 'alitok_jax'
 # The package's face (which re-exports the API), the API and the entry points: above the library.
-TOP = ('alitok_jax', 'alitok_jax.api', 'alitok_jax.main', 'alitok_jax.convert.__main__')
+TOP = ('alitok_jax', 'alitok_jax.api', 'alitok_jax.main', 'alitok_jax.convert.__main__',
+       'alitok_jax.aot.__main__')
 
 
 def _module_name(path: pathlib.Path) -> str:

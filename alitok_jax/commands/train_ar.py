@@ -69,10 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     f'{config.dtype} compute')
 
   # ## Steps
-  settings = ar_steps.ARStepSettings(graphdef, cfg, schedule, tx, config.accum_steps,
-                                     config.remat)
-  step_fn = jax.jit(functools.partial(ar_steps.train_step, settings), donate_argnums=0,
-                    out_shardings=(shardings, mesh_lib.replicated(mesh)))
+  step_fn = ar_setup.train_step_fn(config, cfg, graphdef, schedule, tx, shardings, mesh)
   eval_fn = jax.jit(functools.partial(ar_steps.eval_step, graphdef, cfg))
   key = jax.random.key(config.seed)
   export = lambda: loop.export_model(workdir / MODEL_DIR, cfg, state['params'], state['step'],

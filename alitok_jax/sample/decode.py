@@ -29,7 +29,8 @@ def to_uint8(images: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_uint8(graphdef: nnx.GraphDef, params, codes: jax.Array) -> jax.Array:
+def decode_uint8(graphdef: nnx.GraphDef, params, codes: jax.Array) -> jax.Array:
+  """codes int [B, L] -> uint8 images [B, S, S, 3] (what the Decoder and the AOT check run)."""
   return to_uint8(functional.decode(graphdef, params, codes))
 
 
@@ -56,7 +57,7 @@ class Decoder:
     # Padded with copies of the last image (valid codes), dropped again below.
     codes = pad_rows(jnp.asarray(codes, jnp.int32), padded, repeat_last=True)
     codes = jax.device_put(codes, self._batch)
-    images = _decode_uint8(self._graphdef, self._params, codes)
+    images = decode_uint8(self._graphdef, self._params, codes)
     return images if padded == b else images[:b]
 
 

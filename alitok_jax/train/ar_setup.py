@@ -8,8 +8,10 @@ config overrides them. The step itself is `ar_steps.py`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -20,7 +22,7 @@ from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.sample import sampler as sampler_lib
 from alitok_jax.sample.cfg import Guidance
 from alitok_jax.sample.strategies import Sampling
-from alitok_jax.train import loop, optim
+from alitok_jax.train import ar_steps, loop, optim
 
 _DROPOUTS = ('dropout', 'attn_dropout', 'token_dropout', 'class_dropout')
 
@@ -51,6 +53,16 @@ def init_fn(cfg: variants.ARConfig, tx: optax.GradientTransformation) -> Callabl
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params)}
 
   return init
+
+
+def train_step_fn(config: Any, cfg: variants.ARConfig, graphdef: Any, schedule: Callable,
+                  tx: optax.GradientTransformation, shardings: Any, mesh: Any) -> Callable:
+  """The jitted train step (state, batch, key) -> (state, metrics) of a config: the state donated
+  and kept in `shardings`. The trainer runs it; `python -m alitok_jax.aot` compiles it."""
+  settings = ar_steps.ARStepSettings(graphdef, cfg, schedule, tx, config.accum_steps,
+                                     config.remat)
+  return jax.jit(functools.partial(ar_steps.train_step, settings), donate_argnums=0,
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)))
 
 
 def evaluate(eval_fn: Callable, params: Any, held_out: dict[str, np.ndarray], mesh: Any,

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 
-def _bytes_per_device(tree: Any) -> int:
+def bytes_per_device(tree: Any) -> int:
   """Bytes one device holds of a tree of sharded ShapeDtypeStructs / arrays."""
   total = 0
   for leaf in jax.tree.leaves(tree):
@@ -31,8 +31,8 @@ def memory_estimate(abstract_state: Any, mesh: Any, global_batch: int, *,
                     activation_bytes: int = 0) -> str:
   """One line: per-device bytes of params, optimizer state and (estimated) activations."""
   gib = lambda b: f'{b / 2**30:.2f} GiB'
-  params = _bytes_per_device(abstract_state.get('params', {}))
-  opt = _bytes_per_device({k: v for k, v in abstract_state.items() if k != 'params'})
+  params = bytes_per_device(abstract_state.get('params', {}))
+  opt = bytes_per_device({k: v for k, v in abstract_state.items() if k != 'params'})
   return (f'memory per device (estimate): params {gib(params)}, optimizer state and the rest '
           f'{gib(opt)}, activations ~{gib(activation_bytes)} at global batch {global_batch} '
           f'over {mesh.devices.size} device(s)')

@@ -56,16 +56,38 @@ def phase_at(phase_list: tuple[optim.Phase, ...], step: int) -> tuple[int, optim
   return index, phase, phase.gan and in_phase % 2 == 1
 
 
+def _loss_networks_used(config: Any, phase_list: tuple[optim.Phase, ...]) -> tuple[bool, bool]:
+  """(perceptual ConvNeXt, LPIPS): which frozen loss networks some phase uses."""
+  return (bool(config.perceptual.enabled and any(p.perceptual_weight > 0 for p in phase_list)),
+          any(p.lpips_weight > 0 for p in phase_list))
+
+
 def loss_networks(config: Any, phase_list: tuple[optim.Phase, ...]) -> tuple[dict, dict]:
   """(graphdefs, params) of the frozen perceptual / LPIPS networks that the phases use."""
+  perceptual_used, lpips_used = _loss_networks_used(config, phase_list)
   graphdefs, params = {'perceptual': None, 'lpips': False}, {}
-  if config.perceptual.enabled and any(p.perceptual_weight > 0 for p in phase_list):
+  if perceptual_used:
     from alitok_jax.losses import perceptual  # pylint: disable=import-outside-toplevel
     graphdefs['perceptual'], params['perceptual'] = perceptual.load_perceptual_net(
         config.perceptual.model_dir)
-  if any(p.lpips_weight > 0 for p in phase_list):
+  if lpips_used:
     from alitok_jax.losses import lpips  # pylint: disable=import-outside-toplevel
     graphdefs['lpips'], params['lpips'] = True, lpips.load_params(config.lpips.model_dir)
+  return graphdefs, params
+
+
+def abstract_loss_networks(config: Any, phase_list: tuple[optim.Phase, ...]) -> tuple[dict, dict]:
+  """What `loss_networks` returns, with ShapeDtypeStructs for params and nothing read from disk
+  (torchvision's ConvNeXt-S and LPIPS' VGG16 at their fixed sizes): for ahead-of-time compiles."""
+  from alitok_jax.models.convnext import CONVNEXT  # pylint: disable=import-outside-toplevel
+  from alitok_jax.models.lpips import LPIPSConfig  # pylint: disable=import-outside-toplevel
+  perceptual_used, lpips_used = _loss_networks_used(config, phase_list)
+  graphdefs, params = {'perceptual': None, 'lpips': False}, {}
+  if perceptual_used:
+    graphdefs['perceptual'] = build.abstract(CONVNEXT['small'])[0]
+    params['perceptual'] = build.abstract_params(CONVNEXT['small'])
+  if lpips_used:
+    graphdefs['lpips'], params['lpips'] = True, build.abstract_params(LPIPSConfig())
   return graphdefs, params
 
 
