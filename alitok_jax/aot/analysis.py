@@ -47,6 +47,7 @@ class Report:
   unknown_loops: list[str]
   advice: list[str] = dataclasses.field(default_factory=list)
   refused: str = ''  # XLA's refusal to compile for lack of HBM, when it refused
+  per_chip_batch: float = 0.0  # rows (images, sequences, crops) per chip per call
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -186,6 +187,7 @@ def analyze(name: str, lowered: Any, topo: Topology, *, mesh: str, chips: int, w
                     cost=zero, xla_cost_loops_once={'flops': 0.0, 'bytes_accessed': 0.0},
                     roofline={}, fits=False, hbm_bytes=hbm, knobs=knobs,
                     compile_s=time.perf_counter() - start, unknown_loops=[],
+                    per_chip_batch=per_chip_batch,
                     refused=(f'XLA refused to compile: temporaries need {required / GIB:.2f} GiB, '
                              f'{available / GIB:.2f} GiB available per device'))
     report.advice = advice(memory, hbm, knobs, chips, per_chip_batch)
@@ -200,5 +202,5 @@ def analyze(name: str, lowered: Any, topo: Topology, *, mesh: str, chips: int, w
                 cost=cost, xla_cost_loops_once=_xla_cost(compiled, dpc),
                 roofline=roofline(cost['flops'], cost['hbm_bytes'], work, chips, topo),
                 fits=fits, hbm_bytes=hbm, knobs=knobs, compile_s=compile_s,
-                unknown_loops=walked.unknown_loops,
+                unknown_loops=walked.unknown_loops, per_chip_batch=per_chip_batch,
                 advice=[] if fits else advice(memory, hbm, knobs, chips, per_chip_batch))
