@@ -91,3 +91,17 @@ def test_conv_flops_skip_the_holes_of_dilated_windows():
 def test_text_without_an_entry_is_refused():
   with pytest.raises(ValueError, match='no ENTRY'):
     hlo_cost.analyze('HloModule m\n')
+
+
+def test_fit_advice_starts_from_the_current_settings():
+  from alitok_jax.aot import analysis  # pylint: disable=import-outside-toplevel
+  gib = 2**30
+  fits = {'arguments': 1 * gib, 'temporaries': 10 * gib, 'total': 11 * gib}
+  assert analysis.advice(fits, 16 * gib, ('fsdp=1', 'accum=1', 'batch'), 64, 32) == []
+  over = {'arguments': 1 * gib, 'temporaries': 16 * gib, 'total': 17 * gib}
+  advice = ' | '.join(analysis.advice(over, 16 * gib, ('fsdp=8', 'accum=2', 'batch'), 64, 32))
+  assert '--config.accum_steps=4' in advice and 'fsdp' not in advice  # the state is not the issue
+  assert 'a batch of at most ~30 per chip' in advice
+  state = {'arguments': 8 * gib, 'temporaries': 9 * gib, 'total': 17 * gib}
+  advice = ' | '.join(analysis.advice(state, 16 * gib, ('fsdp=2', 'remat'), 8, 0))
+  assert '--config.mesh.fsdp=4' in advice and '--config.remat=True' in advice

@@ -116,27 +116,33 @@ def advice(memory: dict[str, float], hbm: float, knobs: tuple[str, ...], chips: 
            per_chip_batch: float) -> list[str]:
   """Rough ways to fit: what each knob in `knobs` would remove, from the same figures.
 
-  Knobs: 'fsdp' (params and optimizer state split over more chips), 'remat' (activations
-  recomputed), 'accum' (activations of smaller micro-batches), 'batch' (fewer rows per chip).
+  Knobs: 'fsdp=<now>' (params and optimizer state split over more chips), 'remat' (activations
+  recomputed), 'accum=<now>' (activations of smaller micro-batches), 'batch' (fewer rows per
+  chip).
   """
   over = memory['total'] - hbm * FIT_FRACTION
   if over <= 0:
     return []
   state, temps = memory['arguments'], memory['temporaries']
+  now = {k.split('=')[0]: int(k.split('=')[1]) for k in knobs if '=' in k}
+  knobs = tuple(k.split('=')[0] for k in knobs)
   out = []
   if 'fsdp' in knobs and state > over:
-    n = next((n for n in (2, 4, 8, 16, 32, 64, 128, 256) if n <= chips and chips % n == 0
+    c = now.get('fsdp', 1)
+    n = next((n for n in (2, 4, 8, 16, 32, 64, 128, 256) if c * n <= chips and chips % (c * n) == 0
               and state * (1 - 1 / n) >= over), None)
     if n:
-      out.append(f'--config.mesh.fsdp={n} (params and optimizer state split {n} ways: about '
-                 f'{state * (1 - 1 / n) / GIB:.1f} GiB less per chip)')
+      out.append(f'--config.mesh.fsdp={c * n} (params and optimizer state split {n}x further: '
+                 f'about {state * (1 - 1 / n) / GIB:.1f} GiB less per chip)')
   if 'remat' in knobs:
     out.append('--config.remat=True (recompute block activations in the backward pass)')
   if 'accum' in knobs and temps > over:
+    c = now.get('accum', 1)
     n = next((n for n in (2, 4, 8, 16, 32) if temps * (1 - 1 / n) >= over), None)
     if n:
-      out.append(f'--config.accum_steps={n} (activations of {n}x smaller micro-batches: about '
-                 f'{temps * (1 - 1 / n) / GIB:.1f} GiB less per chip)')
+      out.append(f'--config.accum_steps={c * n} (activations of {n}x smaller micro-batches: '
+                 f'about {temps * (1 - 1 / n) / GIB:.1f} GiB less per chip, if they scale with '
+                 'the micro-batch)')
   if 'batch' in knobs and per_chip_batch > 1:
     fit = int(per_chip_batch * hbm * FIT_FRACTION / memory['total'])  # as if all scaled with it
     out.append(f'a batch of at most ~{max(fit, 1)} per chip (now {per_chip_batch:g}; a rough '

@@ -93,7 +93,8 @@ def train_ar(config: Any, topo: Topology) -> list[Program]:
       f'{config.accum_steps}, remat {config.remat}, {config.dtype})',
       step.lower(abstract, batch, _key(mesh)), _mesh_text(mesh, topo.num_chips, ''),
       topo.num_chips, config.batch_size * cfg.image_seq_len, 'tokens',
-      ('fsdp', 'accum', 'batch') + (() if config.remat else ('remat',)),
+      (f'fsdp={mesh.shape["fsdp"]}', f'accum={config.accum_steps}', 'batch')
+      + (() if config.remat else ('remat',)),
       config.batch_size / topo.num_chips, memory.bytes_per_device((abstract, batch)))]
 
 
@@ -129,7 +130,7 @@ def train_tokenizer(config: Any, topo: Topology) -> list[Program]:
           f'global batch {config.batch_size}, {config.dtype})',
           iteration(phase, d_turn).lower(abstract, loss_params, batch),
           _mesh_text(mesh, topo.num_chips, ''), topo.num_chips, config.batch_size, 'images',
-          ('fsdp', 'batch'), config.batch_size / topo.num_chips,
+          (f'fsdp={mesh.shape["fsdp"]}', 'batch'), config.batch_size / topo.num_chips,
           memory.bytes_per_device((abstract, loss_params, batch))))
   return programs
 
