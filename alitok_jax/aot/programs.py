@@ -151,8 +151,8 @@ def sample(config: Any, topo: Topology) -> list[Program]:
   batch = mesh_lib.round_up(config.batch_size, len(devices))
   rows, replicated = NamedSharding(mesh, P(mesh_lib.DATA)), mesh_lib.replicated(mesh)
   guidance = Guidance.create(config.guidance_scale, config.guidance_pow, gen_cfg.image_seq_len)
-  sampling = Sampling.create(config.temperature, config.top_k or None,
-                             config.top_p if config.top_p < 1.0 else None, extra=config.filters)
+  sampling = Sampling.from_settings(config.temperature, config.top_k, config.top_p,
+                                      config.filters)
   sampling.check(gen_cfg.codebook_size)
   plan = sampler_lib.DecodePlan(segments=config.segments, attention=config.attention, mesh=mesh)
   gen_graphdef = build.abstract(gen_cfg, dtype=dtype)[0]

@@ -71,8 +71,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ValueError('config.num_images and config.batch_size must be >= 1')
   gen, tok = _load(config)
   # The config's short form (0 / 1.0: no top-k / top-p), then more filters by name.
-  sampling = Sampling.create(config.temperature, config.top_k or None,
-                             config.top_p if config.top_p < 1.0 else None, extra=config.filters)
+  sampling = Sampling.from_settings(config.temperature, config.top_k, config.top_p,
+                                      config.filters)
   guidance, sampling = gen.strategies(config.guidance_scale, config.guidance_pow,
                                       sampling=sampling)
   if not 0 <= config.seed < 2**32:

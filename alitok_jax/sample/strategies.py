@@ -174,6 +174,12 @@ class Sampling:
     return cls(tuple(filters) + more)
 
   @classmethod
+  def from_settings(cls, temperature: float, top_k: int, top_p: float, filters: str) -> Sampling:
+    """The sample config's form: top_k 0 and top_p 1.0 mean none, then `filters` by name
+    (`configs/sample.py`; what the sample command and its AOT check both build)."""
+    return cls.create(temperature, top_k or None, top_p if top_p < 1.0 else None, extra=filters)
+
+  @classmethod
   def parse(cls, spec: str) -> Sampling:
     """'temperature=0.9,top_k=50,min_p=0.05' -> those filters in that order ('' -> none).
 
