@@ -17,9 +17,12 @@ A setting is declared with its default value (which fixes its type) or with a ty
 float, bool or str; then it is None unless given, and the config file picks the default, which
 may depend on the variant). The variant, when given, comes first. Values are read as the
 setting's type (bool: true/false/1/0/yes/no). An unknown variant or setting, a setting given
-twice or a value of the wrong type is a ValueError that names what the file accepts (and the
-closest name). Settings are the knobs a variant's recipe is built from; any single field can
-still be set with `--config.field=value`, which applies after the argument.
+twice or a value of the wrong type is a ConfigError (a ValueError) that names what the file
+accepts (and the closest name). Settings are the knobs a variant's recipe is built from; any
+single field can still be set with `--config.field=value`, which applies after the argument.
+
+`unknown_key_message` is the other half: a `--config.<key>` that the config does not have,
+named with its closest key (`flat_keys` are every field's dotted path).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import difflib
 from typing import Any, Sequence
 
 import ml_collections
+
+from alitok_jax.errors import ConfigError
 
 _TRUE = ('true', '1', 'yes', 'on')
 _FALSE = ('false', '0', 'no', 'off')
@@ -56,7 +61,7 @@ def _typed(name: str, text: str, declared: Any, where: str) -> Any:
     return kind(text)
   except ValueError:
     article = 'an' if kind.__name__[0] in 'aeiou' else 'a'
-    raise ValueError(f'{where}: config argument {name}={text!r} must be {article} '
+    raise ConfigError(f'{where}: config argument {name}={text!r} must be {article} '
                      f'{kind.__name__}') from None
 
 
@@ -89,29 +94,82 @@ def parse(arg: str | None, where: str, *, variants: Sequence[str] = (), default:
   for position, item in enumerate(items):
     if not item:
       if arg and len(items) > 1:
-        raise ValueError(f'{where}: empty item in config argument {arg!r}')
+        raise ConfigError(f'{where}: empty item in config argument {arg!r}')
       continue
     name, has_value, text = item.partition('=')
     name = name.strip()
     if not has_value and name in variants:
       if position != 0:
         why = 'one variant only' if items[0] in variants else 'the variant comes first'
-        raise ValueError(f'{where}: {why} in the config argument {arg!r}')
+        raise ConfigError(f'{where}: {why} in the config argument {arg!r}')
       variant = name
       continue
     if name not in settings:
       close = difflib.get_close_matches(name, [*variants, *settings], n=1)
       hint = f' (did you mean {close[0]!r}?)' if close else ''
       what = 'setting' if has_value else 'variant'
-      raise ValueError(f'unknown {what} {name!r} in {where}:{arg}{hint}; {where} takes '
+      raise ConfigError(f'unknown {what} {name!r} in {where}:{arg}{hint}; {where} takes '
                        f'{_accepted(variants, settings)}')
     if name in seen:
-      raise ValueError(f'{where}: setting {name!r} is given twice in {arg!r}')
+      raise ConfigError(f'{where}: setting {name!r} is given twice in {arg!r}')
     seen.add(name)
     if not has_value:
       if _kind(settings[name]) is not bool:
-        raise ValueError(f'{where}: setting {name!r} needs a value ({name}=...)')
+        raise ConfigError(f'{where}: setting {name!r} needs a value ({name}=...)')
       values[name] = True
     else:
       values[name] = _typed(name, text.strip(), settings[name], where)
   return variant, ml_collections.ConfigDict(values)
+
+
+def _index_free(part: str) -> str:
+  return part.split('[', 1)[0]  # `--config.shape[0]=...` names the field `shape`
+
+
+def flat_keys(config: Any, prefix: str = '') -> list[str]:
+  """The dotted path of every field of a ConfigDict, groups and the fields inside them."""
+  keys = []
+  for name in config.keys():
+    key = f'{prefix}{name}'
+    keys.append(key)
+    value = config[name]
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      keys += flat_keys(value, f'{key}.')
+  return keys
+
+
+def has_key(config: Any, key: str) -> bool:
+  """Whether the dotted path `key` (e.g. 'optim.lr') is a field of the ConfigDict."""
+  node = config
+  for part in key.split('.'):
+    part = _index_free(part)
+    if not isinstance(node, (ml_collections.ConfigDict, dict)) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def closest_key(key: str, keys: Sequence[str]) -> str | None:
+  """The key of `keys` closest to `key`, by the whole path, else by its last part; or None."""
+  close = difflib.get_close_matches(key, keys, n=1)
+  if close:
+    return close[0]
+  leaf = key.rsplit('.', 1)[-1]
+  leaves = {k: k.rsplit('.', 1)[-1] for k in keys}
+  near = difflib.get_close_matches(leaf, list(leaves.values()), n=1)
+  if not near:
+    return None
+  # The shortest path among those that end with that name (e.g. 'lr' -> 'optim.lr').
+  return min((k for k, v in leaves.items() if v == near[0]), key=len)
+
+
+def unknown_key_message(key: str, config: Any, where: str) -> str | None:
+  """The error of a `--config.<key>` override that the config lacks; None when it has it.
+
+  where: the config argument, e.g. 'configs/ar.py:tiny'.
+  """
+  if has_key(config, key):
+    return None
+  close = closest_key(key, flat_keys(config))
+  hint = f' (did you mean {close}?)' if close else ''
+  return f'unknown config key {key} in {where}{hint}'

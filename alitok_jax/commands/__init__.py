@@ -15,6 +15,9 @@ picks one; `run(config, workdir)` runs it):
 Command lines of their own: `python -m alitok_jax.convert` (`convert.py`), and the benchmarks
 `python -m alitok_jax.commands.benchmark_sample` / `benchmark_train`. Commands (and users) call
 the public API (`alitok_jax.api`); the library folders never do.
+
+`run` first refuses, for every mode, what none can run (`check_config`): an unknown mode, and a
+compute dtype that JAX would not honour (float64: x64 is off, so it would silently be float32).
 """
 
 from __future__ import annotations
@@ -22,14 +25,33 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from alitok_jax.errors import ConfigError
+
 # The modes; each is the module of this package with that name.
 MODES = ('reconstruct', 'train_tokenizer', 'pretokenize', 'train_ar', 'sample', 'fid', 'rfid',
          'demo')
 
 
-def run(config: Any, workdir: str) -> Any:
-  """Runs the mode that `config.mode` names."""
+# The compute dtypes of `config.dtype` (what `api` accepts; the models compute in any of them).
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def check_config(config: Any) -> None:
+  """ConfigError for what no mode runs: an unknown `mode`, a `dtype` that is not in DTYPES."""
   mode = config.get('mode')
   if mode not in MODES:
-    raise ValueError(f'config mode {mode!r} is not one of {sorted(MODES)}')
-  return importlib.import_module(f'{__name__}.{mode}').run(config, workdir)
+    raise ConfigError(f'config mode {mode!r} is not one of {", ".join(sorted(MODES))}')
+  dtype = config.get('dtype')
+  if dtype is None or str(dtype) in DTYPES:
+    return
+  if str(dtype) in ('float64', 'double', 'f8', 'complex128'):
+    raise ConfigError(f'--config.dtype={dtype} is not supported: JAX runs float32/bfloat16 here '
+                      'and x64 is not enabled, so it would silently compute in float32; use '
+                      f'{", ".join(DTYPES)}')
+  raise ConfigError(f'--config.dtype={dtype} is not a compute dtype: use {", ".join(DTYPES)}')
+
+
+def run(config: Any, workdir: str) -> Any:
+  """Runs the mode that `config.mode` names (after `check_config`)."""
+  check_config(config)
+  return importlib.import_module(f'{__name__}.{config.mode}').run(config, workdir)

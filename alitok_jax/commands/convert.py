@@ -15,21 +15,61 @@ anything else is read as a torch checkpoint. Kind and sizes are detected from th
 tokenizers of non-released widths need --encoder-heads / --decoder-heads. Two sources are the two
 halves of LPIPS (torchvision's VGG16 and lpips' v0.1 linear layers, in either order). The work is
 `alitok_jax/convert/run.py`'s; this is the command line around it.
+
+Errors a user can fix are one line on stderr and exit code 2 (`alitok_jax/errors.py`): a source
+that does not exist, a destination that is the source or inside it, a file where a model
+directory goes (or a directory where a torch file goes), a destination that cannot be written,
+and the converter's own errors (unknown keys, shapes, formats). `--verbose` (or ALITOK_VERBOSE=1)
+adds their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import pathlib
 
-from alitok_jax.checkpoint import CheckpointError
-from alitok_jax.convert.engine import ConversionError
+from alitok_jax import errors
 from alitok_jax.convert.run import (is_model_dir, lpips_to_model_dir, model_dir_to_torch,
                                     torch_to_model_dir)
-from alitok_jax.convert.torch_format import TorchFormatError
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+  while not path.exists() and path != path.parent:
+    path = path.parent
+  return path
+
+
+def check_paths(sources: list[str], dst: str, *, writes_directory: bool) -> None:
+  """UserError for sources and a destination that cannot work, before any reading."""
+  for src in sources:
+    if not os.path.exists(src):
+      raise errors.UserError(f'{src} does not exist')
+  target = pathlib.Path(dst).resolve()
+  for src in sources:
+    source = pathlib.Path(src).resolve()
+    if target == source:
+      raise errors.UserError(f'the destination {dst} is the source itself: give a new path to '
+                             'write the converted model to')
+    if source in target.parents:
+      raise errors.UserError(f'the destination {dst} is inside the source {src}: write the '
+                             'converted model somewhere else')
+  if writes_directory and target.exists() and not target.is_dir():
+    raise errors.UserError(f'the destination {dst} is a file, but a model directory is written '
+                           'there: give a new folder name (or remove the file)')
+  if not writes_directory and target.is_dir():
+    raise errors.UserError(f'the destination {dst} is a directory, but a torch file is written '
+                           f'there: give a file name, e.g. {os.path.join(dst, "model.pth")}')
+  parent = _nearest_existing(target if writes_directory else target.parent)
+  if not parent.is_dir():
+    raise errors.UserError(f'cannot write {dst}: {parent} is a file, not a folder')
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise errors.UserError(f'cannot write {dst}: {parent} is not writable (check its '
+                           'permissions or choose another destination)')
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The command line; argv None reads sys.argv and, after a user error, exits at once."""
   parser = argparse.ArgumentParser(
       prog='python -m alitok_jax.convert', description=__doc__,
       usage='python -m alitok_jax.convert [options] SRC [SRC2] DST',
@@ -42,20 +82,24 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--decoder-heads', type=int, default=None,
                       help='tokenizer decoder heads (only for non-released widths)')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
+  parser.add_argument('--verbose', action='store_true',
+                      help='also show the traceback of errors a user can fix (as does '
+                      'ALITOK_VERBOSE=1)')
   args = parser.parse_args(argv)
   if len(args.paths) not in (2, 3):
     parser.error(f'expected SRC DST, or the two LPIPS files and DST; got {len(args.paths)} paths')
   *sources, dst = args.paths
-  try:
+
+  def convert() -> None:
+    to_torch = len(sources) == 1 and is_model_dir(sources[0])
+    check_paths(sources, dst, writes_directory=not to_torch)
     if len(sources) == 2:
       report = lpips_to_model_dir(*sources, dst, overwrite=args.overwrite)
-    elif is_model_dir(sources[0]):
+    elif to_torch:
       report = model_dir_to_torch(sources[0], dst, overwrite=args.overwrite)
     else:
       report = torch_to_model_dir(sources[0], dst, encoder_heads=args.encoder_heads,
                                   decoder_heads=args.decoder_heads, overwrite=args.overwrite)
-  except (TorchFormatError, ConversionError, CheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(report.summary())
-  return 0
+    print(report.summary())
+
+  return errors.run_user_command(convert, verbose=args.verbose, exiting=argv is None)

@@ -22,6 +22,7 @@ import numpy as np
 
 from alitok_jax.commands import loading
 from alitok_jax.data import synthetic
+from alitok_jax.errors import ConfigError
 from alitok_jax.eval import generation
 from alitok_jax.eval import reference_batch as rb
 from alitok_jax.eval.features import FeatureExtractor
@@ -47,15 +48,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.tiny_images:
     samples_path, reference_path = _tiny_batches(workdir, config.tiny_images, config.seed)
   if not samples_path or not reference_path:
-    raise ValueError('set config.samples (an npz whose arr_0 holds uint8 [N, H, W, 3] samples) '
-                     'and config.reference (an ADM reference batch, e.g. '
-                     'VIRTUAL_imagenet256_labeled.npz from openai/guided-diffusion evaluations/)')
+    raise ConfigError('set config.samples (an npz whose arr_0 holds uint8 [N, H, W, 3] samples) '
+                      'and config.reference (an ADM reference batch, e.g. '
+                      'VIRTUAL_imagenet256_labeled.npz from openai/guided-diffusion evaluations/)')
   ref = rb.read_reference_batch(reference_path)
   samples = rb.read_images(samples_path)
   n = min(config.num_samples or len(samples), len(samples))
   if config.num_samples and config.num_samples > len(samples):
-    raise ValueError(f'config.num_samples={config.num_samples} but {samples_path} holds only '
-                     f'{len(samples)} images')
+    raise ConfigError(f'config.num_samples={config.num_samples} but {samples_path} holds only '
+                      f'{len(samples)} images')
   if n != STANDARD_SAMPLES:
     warn(f'evaluating {n} samples; reported ImageNet FIDs use {STANDARD_SAMPLES} (FID is biased '
          'upwards for fewer samples, so the numbers are not comparable)')

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from alitok_jax import Tokenizer
+from alitok_jax.errors import ConfigError
 from alitok_jax.eval import features
 from alitok_jax.progress import note, warn
 from alitok_jax.losses import lpips as lpips_loss
@@ -27,11 +28,11 @@ def tokenizer(directory: str, *, random: str = '', dtype: Any = 'float32', seed:
     return Tokenizer.load(directory, dtype=dtype)
   if random:
     if random not in variants.TOKENIZER:
-      raise ValueError(f'config.random_tokenizer={random!r} is not one of '
-                       f'{sorted(variants.TOKENIZER)}')
+      raise ConfigError(f'config.random_tokenizer={random!r} is not one of '
+                        f'{sorted(variants.TOKENIZER)}')
     warn(f'no config.tokenizer: a RANDOM {random} tokenizer (smoke tests only)')
     return Tokenizer.random(variants.TOKENIZER[random], seed=seed, dtype=dtype)
-  raise ValueError(f'config.tokenizer is not set: it must name {TOKENIZER_HOW_TO}')
+  raise ConfigError(f'config.tokenizer is not set: it must name {TOKENIZER_HOW_TO}')
 
 
 def inception(directory: str, *, random: bool = False, seed: int = 0):
@@ -42,8 +43,8 @@ def inception(directory: str, *, random: bool = False, seed: int = 0):
     warn('config.random_inception: a RANDOM-WEIGHT Inception; every number below is '
          'meaningless (smoke test only)')
     return features.random_inception(seed)
-  raise ValueError(f'config.inception is not set: it must name the FID Inception model '
-                   f'directory; {features.HOW_TO}')
+  raise ConfigError(f'config.inception is not set: it must name the FID Inception model '
+                    f'directory; {features.HOW_TO}')
 
 
 def lpips(directory: str, *, random: bool = False, seed: int = 0):

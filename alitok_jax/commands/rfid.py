@@ -20,6 +20,7 @@ import ml_collections
 
 from alitok_jax.commands import loading
 from alitok_jax.data import synthetic
+from alitok_jax.errors import ConfigError
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_source
 from alitok_jax.eval import reference_batch as rb
@@ -38,8 +39,8 @@ def _source(config: ml_collections.ConfigDict, size: int) -> image_source.ImageS
     return image_source.ArraySource(synthetic.pattern_images(config.tiny_images, size,
                                                              config.seed),
                                     'generated test patterns')
-  raise ValueError('set config.images (a folder, e.g. the 50,000 ImageNet val JPEGs) or '
-                   "config.tfds (e.g. 'imagenet2012:validation')")
+  raise ConfigError('set config.images (a folder, e.g. the 50,000 ImageNet val JPEGs) or '
+                    "config.tfds (e.g. 'imagenet2012:validation')")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from alitok_jax import Generator, Tokenizer, checkpoint
+from alitok_jax.errors import ConfigError
 from alitok_jax.models import variants
 from alitok_jax.sample import decode
 from alitok_jax.sample import shards as shards_lib
@@ -59,16 +60,16 @@ def _load(config: ml_collections.ConfigDict) -> tuple[Generator, Tokenizer]:
           f'{config.variant}')
   if gen.config.image_seq_len != tok.config.num_latent_tokens or (
       gen.config.codebook_size != tok.config.codebook_size):
-    raise ValueError('the generator and tokenizer do not fit together: '
-                     f'{gen.config.image_seq_len} vs {tok.config.num_latent_tokens} codes, '
-                     f'codebook {gen.config.codebook_size} vs {tok.config.codebook_size}')
+    raise ConfigError('the generator and tokenizer do not fit together: '
+                      f'{gen.config.image_seq_len} vs {tok.config.num_latent_tokens} codes, '
+                      f'codebook {gen.config.codebook_size} vs {tok.config.codebook_size}')
   return gen, tok
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   workdir = pathlib.Path(workdir)
   if config.num_images < 1 or config.batch_size < 1:
-    raise ValueError('config.num_images and config.batch_size must be >= 1')
+    raise ConfigError('config.num_images and config.batch_size must be >= 1')
   gen, tok = _load(config)
   # The config's short form (0 / 1.0: no top-k / top-p), then more filters by name.
   sampling = Sampling.from_settings(config.temperature, config.top_k, config.top_p,
@@ -76,7 +77,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   guidance, sampling = gen.strategies(config.guidance_scale, config.guidance_pow,
                                       sampling=sampling)
   if not 0 <= config.seed < 2**32:
-    raise ValueError(f'config.seed must lie in [0, 2**32), got {config.seed}')
+    raise ConfigError(f'config.seed must lie in [0, 2**32), got {config.seed}')
   shards = shards_lib.Shards(config.num_images, config.batch_size, gen.config.num_classes)
   if shards.num_images % shards.num_classes:
     print(f'note: {shards.num_images} images are not a multiple of {shards.num_classes} '

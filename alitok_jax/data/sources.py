@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import inspect
 
+from alitok_jax.errors import ConfigError
+
 IMAGE_KINDS = ('synthetic', 'folder', 'tfds')
 CODE_KINDS = ('codes', 'synthetic_codes')
 SOURCE_KINDS = IMAGE_KINDS + CODE_KINDS
@@ -34,7 +36,7 @@ def make_source(kind: str, **kwargs):
   """The source of `kind` (one of SOURCE_KINDS) built from keyword arguments."""
   factories = _factories()
   if kind not in factories:
-    raise ValueError(f'unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}')
+    raise ConfigError(f'unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}')
   factory = factories[kind]
   params = inspect.signature(factory).parameters
   unknown = sorted(set(kwargs) - set(params))
@@ -47,5 +49,5 @@ def make_source(kind: str, **kwargs):
         for n, p in params.items())
     problems = ([f'unknown arguments {unknown}'] if unknown else []) + (
         [f'missing arguments {missing}'] if missing else [])
-    raise ValueError(f'data source {kind!r}: {"; ".join(problems)}; it takes ({accepted})')
+    raise ConfigError(f'data source {kind!r}: {"; ".join(problems)}; it takes ({accepted})')
   return factory(**kwargs)

@@ -31,6 +31,8 @@ import functools
 import numpy as np
 from PIL import Image
 
+from alitok_jax.errors import ConfigError
+
 # name, RGB in [0, 1]
 FOREGROUNDS = (
     ('red', (0.90, 0.12, 0.10)),
@@ -188,13 +190,13 @@ class SyntheticImages:
 
   def __init__(self, num_classes: int, size: int, image_size: int = 256, seed: int = 0):
     if not 1 <= num_classes <= MAX_CLASSES:
-      raise ValueError(f'num_classes must be in 1..{MAX_CLASSES}, got {num_classes}')
+      raise ConfigError(f'num_classes must be in 1..{MAX_CLASSES}, got {num_classes}')
     if size < 1:
-      raise ValueError(f'size (the number of examples) must be positive, got {size}')
+      raise ConfigError(f'size (the number of examples) must be positive, got {size}')
     if image_size < MIN_IMAGE_SIZE:
-      raise ValueError(f'image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}')
+      raise ConfigError(f'image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}')
     if seed < 0:
-      raise ValueError(f'seed must be non-negative, got {seed}')
+      raise ConfigError(f'seed must be non-negative, got {seed}')
     self.num_classes, self.size, self.image_size, self.seed = num_classes, size, image_size, seed
 
   def __len__(self) -> int:

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from alitok_jax.errors import ConfigError
+
 DATA = 'data'  # the batch axis of every mesh
 DATA_AXES = (DATA, 'fsdp')  # the training mesh splits the batch over both of its axes
 
@@ -57,11 +59,11 @@ def make_mesh(spec: MeshSpec = MeshSpec(), devices=None) -> jax.sharding.Mesh:
   n = len(devices)
   fsdp = spec.fsdp
   if fsdp < 1 or n % fsdp:
-    raise ValueError(f'mesh.fsdp={fsdp} must be >= 1 and divide the {n} devices')
+    raise ConfigError(f'mesh.fsdp={fsdp} must be >= 1 and divide the {n} devices')
   data = n // fsdp if spec.data == -1 else spec.data
   if data * fsdp != n:
-    raise ValueError(f'mesh data={spec.data} x fsdp={fsdp} = {data * fsdp} devices, but there '
-                     f'are {n}; set mesh.data=-1 to use all of them')
+    raise ConfigError(f'mesh data={spec.data} x fsdp={fsdp} = {data * fsdp} devices, but there '
+                      f'are {n}; set mesh.data=-1 to use all of them')
   return jax.sharding.Mesh(np.asarray(devices, dtype=object).reshape(data, fsdp),
                            ('data', 'fsdp'), axis_types=(AxisType.Auto, AxisType.Auto))
 
@@ -143,8 +145,8 @@ def local_batch_size(global_batch: int, mesh: jax.sharding.Mesh) -> int:
   """Rows this process feeds; checks that the global batch splits evenly over devices."""
   n = mesh.devices.size
   if global_batch % n:
-    raise ValueError(f'the global batch {global_batch} does not split over {n} devices; use a '
-                     f'multiple of {n}')
+    raise ConfigError(f'the global batch {global_batch} does not split over {n} devices; use a '
+                      f'multiple of {n}')
   mine = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
   return global_batch // n * mine
 

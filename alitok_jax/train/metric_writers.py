@@ -5,6 +5,11 @@ through tensorboardX (clu's writers import TensorFlow, which GPU and CPU machine
 `W/metrics.jsonl` always receives one JSON object per logged step (`step` plus every scalar), so
 a run can be plotted or compared without TensorBoard; image grids are also written as
 `W/images/<name>_<step>.png`. Only process 0 writes; the others get a writer that does nothing.
+
+metrics.jsonl is written unbuffered, one whole line per call: a full disk raises its OSError
+(naming the file) from the `write_scalars` that hit it, the half-written line is cut off again,
+and nothing is left in a buffer for a flush at interpreter shutdown to fail on. `close()` (or
+leaving a `with MetricWriter(...)` block) closes every file; nothing is written from `__del__`.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class MetricWriter:
     self._jsonl = None
     if self.enabled:
       self.workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(self.workdir / 'metrics.jsonl', 'a', buffering=1)
+      self._jsonl_path = self.workdir / 'metrics.jsonl'
+      self._jsonl = open(self._jsonl_path, 'ab', buffering=0)  # pylint: disable=consider-using-with
       if tensorboard:
         self._tb = _tensorboard(self.workdir / 'tensorboard')
 
@@ -76,12 +82,27 @@ class MetricWriter:
     values = {k: float(v) for k, v in scalars.items()}
     doc = {'step': int(step), 'time': round(time.time(), 3)}
     doc.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
-    self._jsonl.write(json.dumps(doc) + '\n')
+    self._append(json.dumps(doc) + '\n')
     if self._tb:
       self._tb[0](int(step), values)
     if echo:
       line = ' '.join(f'{k}={_format(v)}' for k, v in values.items())
       print(f'[step {step}] {line}', file=self.stream, flush=True)
+
+  def _append(self, line: str) -> None:
+    """Writes a line to metrics.jsonl (raw, unbuffered); a failed write raises naming the file."""
+    data, start = memoryview(line.encode()), self._jsonl.tell()
+    try:
+      while data:
+        data = data[self._jsonl.write(data):]
+    except OSError as e:
+      try:
+        self._jsonl.truncate(start)  # no half line for read_metrics to trip on
+      except OSError:
+        pass
+      if e.filename:
+        raise
+      raise OSError(e.errno, e.strerror, str(self._jsonl_path)) from e
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> list[pathlib.Path]:
     """images: name -> uint8 [H, W, 3] (e.g. a grid from viz.grid). Returns the PNG paths."""
@@ -105,13 +126,24 @@ class MetricWriter:
       self._tb[2]()
 
   def close(self) -> None:
-    if self._tb:
-      self._tb[2]()
-      self._tb[3]()
-      self._tb = None
-    if self._jsonl:
-      self._jsonl.close()
-      self._jsonl = None
+    """Flushes and closes TensorBoard and metrics.jsonl (both, even when the first fails)."""
+    tb, self._tb = self._tb, None
+    jsonl, self._jsonl = self._jsonl, None
+    try:
+      if tb:
+        try:
+          tb[2]()
+        finally:
+          tb[3]()
+    finally:
+      if jsonl:
+        jsonl.close()
+
+  def __enter__(self) -> MetricWriter:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alitok_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
@@ -40,17 +42,17 @@ class Phase:
     d = dict(d)
     unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-      raise ValueError(f'unknown phase fields {sorted(unknown)}')
+      raise ConfigError(f'unknown phase fields {sorted(unknown)}')
     return cls(**d)
 
 
 def phases_from_config(items: Sequence[Any]) -> tuple[Phase, ...]:
   phases = tuple(Phase.from_config(p) for p in items)
   if not phases:
-    raise ValueError('config.phases is empty: give at least one training phase')
+    raise ConfigError('config.phases is empty: give at least one training phase')
   for p in phases:
     if p.steps <= 0:
-      raise ValueError(f'phase {p.name!r} has {p.steps} steps; each phase needs at least one')
+      raise ConfigError(f'phase {p.name!r} has {p.steps} steps; each phase needs at least one')
   return phases
 
 

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from alitok_jax import viz
+from alitok_jax.errors import ConfigError
 from alitok_jax.eval import image_metrics
 from alitok_jax.models import build, variants
 from alitok_jax.models import discriminator as disc_lib
@@ -32,11 +33,11 @@ from alitok_jax.train import tokenizer_steps as steps
 def model_config(config: Any) -> variants.TokenizerConfig:
   """The tokenizer size `config.model`, checked against `config.stage`."""
   if config.model not in variants.TOKENIZER:
-    raise ValueError(f'config.model={config.model!r} is not one of {sorted(variants.TOKENIZER)}')
+    raise ConfigError(f'config.model={config.model!r} is not one of {sorted(variants.TOKENIZER)}')
   tok_cfg = variants.TOKENIZER[config.model]
   if tok_cfg.stage != config.stage:
-    raise ValueError(f'config.model={config.model!r} is a stage-{tok_cfg.stage} tokenizer but '
-                     f'config.stage={config.stage}')
+    raise ConfigError(f'config.model={config.model!r} is a stage-{tok_cfg.stage} tokenizer but '
+                      f'config.stage={config.stage}')
   return tok_cfg
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from alitok_jax.data import image_pipeline, loader, sources
+from alitok_jax.errors import ConfigError
 from alitok_jax.models import functional
 from alitok_jax.parallel import mesh as mesh_lib
 
@@ -30,12 +31,12 @@ def image_source(data: Any, *, image_size: int, seed: int, held_out: bool = Fals
                                image_size=image_size, seed=seed + 1 if held_out else seed)
   if kind == 'folder':
     if not data.root:
-      raise ValueError('data.kind=folder needs data.root (a folder with one subfolder per class)')
+      raise ConfigError('data.kind=folder needs data.root (a folder with one subfolder per class)')
     return sources.make_source('folder', root=data.root)
   if kind == 'tfds':
     return sources.make_source('tfds', name='imagenet2012', split=data.split,
                                data_dir=data.get('data_dir') or None)
-  raise ValueError(f'data.kind={kind!r} is not one of {", ".join(sources.IMAGE_KINDS)}')
+  raise ConfigError(f'data.kind={kind!r} is not one of {", ".join(sources.IMAGE_KINDS)}')
 
 
 class ImageBatches:
@@ -87,7 +88,7 @@ def held_out_images(config: Any, count: int, image_size: int) -> np.ndarray:
     if have >= count:
       break
   if not images:
-    raise ValueError(f'no held-out images could be read from {source!r}')
+    raise ConfigError(f'no held-out images could be read from {source!r}')
   return np.concatenate(images)[:count]
 
 
@@ -99,10 +100,10 @@ def code_source(data: Any, ar_cfg, seed: int, held_out: bool = False):
                                seed=seed + 1 if held_out else seed)
   if data.kind == 'codes':
     if not data.codes_dir:
-      raise ValueError('data.kind=codes needs data.codes_dir: shards written by '
-                       '`python -m alitok_jax.main --config=configs/pretokenize.py`')
+      raise ConfigError('data.kind=codes needs data.codes_dir: shards written by '
+                        '`python -m alitok_jax.main --config=configs/pretokenize.py`')
     return sources.make_source('codes', directory=data.codes_dir)
-  raise ValueError(f'data.kind={data.kind!r} is not one of codes, images, synthetic_codes')
+  raise ConfigError(f'data.kind={data.kind!r} is not one of codes, images, synthetic_codes')
 
 
 class CodeBatches:
@@ -117,7 +118,7 @@ class CodeBatches:
     data, self.mesh, self._tokenizer = config.data, mesh, None
     if data.kind == 'images':
       if tokenizer is None:
-        raise ValueError('data.kind=images encodes images on the fly: set config.tokenizer')
+        raise ConfigError('data.kind=images encodes images on the fly: set config.tokenizer')
       tok = tokenizer
       image_data = data.copy_and_resolve_references()
       with image_data.unlocked():
