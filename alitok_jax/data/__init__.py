@@ -10,4 +10,5 @@ Modules (import them directly; `loader` and `image_pipeline` pull in grain, the 
   folders         ImageNet-style class folders as a grain data source
   tfds_source     TFDS `imagenet2012` (array_record) as a grain data source
   code_shards     pretokenized codes: `write_shard`, `CodeShards`, `code_loader`
+  npy_files       .npy arrays opened with the header's size checked first (code shards, npz batches)
 """

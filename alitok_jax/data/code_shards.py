@@ -9,7 +9,8 @@ example. A shard k is a pair of .npy files in one directory:
 
 written atomically (temporary names, then renames; the labels file, renamed last, marks a shard
 complete), so a pretokenization job killed mid-write leaves no half shard behind and can resume
-by skipping `list_shards(directory)`. Readers memory-map the codes.
+by skipping `list_shards(directory)`. Readers memory-map the codes (`npy_files.open_npy`, which
+checks each file holds the rows its header declares and names the file when it does not).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 
 import numpy as np
 
-from alitok_jax.data import loader
+from alitok_jax.data import loader, npy_files
 
 _CODES = 'codes-{:06d}.npy'
 _LABELS = 'labels-{:06d}.npy'
@@ -107,13 +108,13 @@ class CodeShards:
       raise FileNotFoundError(f'no code shards in {self.directory} (expected codes-NNNNNN.npy + '
                               'labels-NNNNNN.npy pairs written by write_shard; run the '
                               'pretokenization first)')
-    self._labels = [np.load(self.directory / _LABELS.format(k)) for k in self.shards]
+    self._labels = [self._read(k, _LABELS, mmap=False) for k in self.shards]
     sizes, tokens = [], set()
     for k, labels in zip(self.shards, self._labels):
-      codes = np.load(self.directory / _CODES.format(k), mmap_mode='r')
-      if codes.ndim != 2 or codes.shape[0] != len(labels):
+      codes = self._read(k, _CODES, mmap=True)
+      if codes.ndim != 2 or labels.ndim != 1 or codes.shape[0] != len(labels):
         raise ValueError(f'shard {k} in {self.directory} is inconsistent: codes {codes.shape}, '
-                         f'labels {labels.shape}')
+                         f'labels {labels.shape}; {self._remake(k)}')
       sizes.append(len(labels))
       tokens.add(codes.shape[1])
     if len(tokens) != 1:
@@ -121,6 +122,14 @@ class CodeShards:
     self.num_tokens = tokens.pop()
     self._ends = np.cumsum(sizes).tolist()
     self._codes = None
+
+  def _remake(self, k: int) -> str:
+    return (f'delete {_CODES.format(k)} and {_LABELS.format(k)} there and re-run the '
+            'pretokenization with the same settings (it writes only the missing shards)')
+
+  def _read(self, k: int, pattern: str, mmap: bool) -> np.ndarray:
+    return npy_files.open_npy(self.directory / pattern.format(k), mmap=mmap,
+                              hint=self._remake(k))
 
   def __len__(self) -> int:
     return self._ends[-1]
@@ -130,8 +139,7 @@ class CodeShards:
 
   def _open(self) -> list[np.ndarray]:
     if self._codes is None:
-      self._codes = [np.load(self.directory / _CODES.format(k), mmap_mode='r')
-                     for k in self.shards]
+      self._codes = [self._read(k, _CODES, mmap=True) for k in self.shards]
     return self._codes
 
   def __getitem__(self, index: int) -> dict:

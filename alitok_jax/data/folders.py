@@ -4,7 +4,9 @@
 labels their positions (torchvision `ImageFolder`, which the reference's pretokenization reads,
 so ImageNet's synset folders get the usual 0..999 labels). Files count as images by their
 extension, in any case (ImageNet's are .JPEG). The source returns the encoded bytes; decoding
-happens in the pipeline's map step, which skips and counts files that cannot be decoded.
+happens in the pipeline's map step (`image_io.decode_image`), which skips and counts, by name,
+files that cannot be decoded: corrupt, truncated, or decompression bombs (a header declaring
+more than PIL's `Image.MAX_IMAGE_PIXELS`, refused before decoding).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Every source gives random access by row (`read(a, b)` -> uint8 [b - a, S, S, 3])
 of a multi-host run reads only its own rows. Real images are centre-cropped to the tokenizer's
 size the ADM way (`data/image_io.py:center_crop`: box-halve, bicubic resize of the shorter side,
 centre square), which is how the reference evaluations prepare ImageNet val at 256.
+Files are decoded by `image_io.read_image` (decompression bombs refused, 16-bit images scaled to
+8 bit). Unlike training, an evaluation never skips a file: every image of the set counts, so an
+unreadable one (corrupt, truncated, a decompression bomb) stops the run with its path named.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from alitok_jax import errors
 from alitok_jax.data import image_io
+
+
+class ImageReadError(errors.UserError, ValueError):
+  """An image of an evaluation set that cannot be read (the message names the file)."""
 
 
 class ImageSource(Protocol):
@@ -55,11 +63,11 @@ class FolderSource:
 
   def _load(self, path: pathlib.Path) -> np.ndarray:
     try:
-      with Image.open(path) as im:
-        return image_io.center_crop(im, self.size)
-    except (OSError, ValueError) as e:
-      raise ValueError(f'cannot read image {path}: {e} (remove or replace it: every image of '
-                       'an evaluation set counts)') from e
+      return image_io.center_crop(image_io.read_image(path), self.size)
+    except image_io.UNREADABLE as e:
+      reason = str(e).replace(f'{path}: ', '', 1)
+      raise ImageReadError(f'cannot read image {path}: {type(e).__name__}: {reason} (remove '
+                           'or replace it: every image of an evaluation set counts)') from e
 
   def read(self, start: int, stop: int) -> np.ndarray:
     return np.stack(list(self._pool.map(self._load, self.paths[start:stop])))

@@ -14,7 +14,10 @@ pairs. This module adds two keys that the ADM evaluator ignores:
                      which were made by the TF graph).
 
 Large `arr_0` arrays are memory-mapped straight from the (uncompressed) npz, so 50,000 images are
-read batch by batch, never all at once.
+read batch by batch, never all at once; each member's npy header is checked against the bytes the
+member holds first (`data/npy_files.py`). Whatever is wrong with a file (not a zip, a missing or
+unreadable array, wrong shapes or dtypes, a sigma that is no covariance: `fid.check_statistics`)
+raises BatchFormatError, a ValueError, with one line naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -24,17 +27,27 @@ import os
 import pathlib
 import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
+
+from alitok_jax import errors
+from alitok_jax.data import npy_files
+from alitok_jax.eval import fid as fid_lib
 
 # What this package's statistics are made with; ADM's reference files carry no such key.
 EXTRACTOR = 'alitok_jax InceptionV3 (pytorch-fid port of TF inception-2015-12-05)'
 ADM_EXTRACTOR = 'ADM evaluator TF graph (inception-2015-12-05, classify_image_graph_def.pb)'
 
 
-class BatchFormatError(ValueError):
+class BatchFormatError(errors.UserError, ValueError):
   """An npz file is not a usable ADM-format batch."""
+
+
+# What reading a broken zip member can raise, deep in zipfile / zlib / numpy.
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+_REMAKE = 're-download or re-make the file'
 
 
 def _member(zf: zipfile.ZipFile, key: str, path: str) -> zipfile.ZipInfo:
@@ -49,8 +62,11 @@ def _member(zf: zipfile.ZipFile, key: str, path: str) -> zipfile.ZipInfo:
 def npz_keys(path: str | os.PathLike) -> list[str]:
   """The array names inside an npz file."""
   path = _existing(path)
-  with zipfile.ZipFile(path) as zf:
-    return sorted(n[:-4] for n in zf.namelist() if n.endswith('.npy'))
+  try:
+    with zipfile.ZipFile(path) as zf:
+      return sorted(n[:-4] for n in zf.namelist() if n.endswith('.npy'))
+  except _READ_ERRORS as e:
+    raise BatchFormatError(f'{path} is not a readable npz file ({e}); {_REMAKE}') from None
 
 
 def _existing(path: str | os.PathLike) -> str:
@@ -64,32 +80,37 @@ def _existing(path: str | os.PathLike) -> str:
 
 
 def open_npz_array(path: str | os.PathLike, key: str) -> np.ndarray:
-  """One array of an npz; memory-mapped (read-only) when stored uncompressed, else loaded."""
+  """One array of an npz; memory-mapped (read-only) when stored uncompressed, else loaded.
+
+  Raises BatchFormatError, naming the file and the array, when the array is missing, is not a
+  readable npy array, or holds fewer rows than its header declares.
+  """
   path = _existing(path)
-  with zipfile.ZipFile(path) as zf:
-    info = _member(zf, key, path)
-    if info.compress_type == zipfile.ZIP_STORED:
+  name = f'{path} ({key})'
+  try:
+    with zipfile.ZipFile(path) as zf:
+      info = _member(zf, key, path)
+      if info.compress_type != zipfile.ZIP_STORED:
+        with zf.open(info) as f:
+          return np.lib.format.read_array(f, allow_pickle=False)
       with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version in ((1, 0), (2, 0)):
-          read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                         else np.lib.format.read_array_header_2_0)
-          shape, fortran, dtype = read_header(f)
-          header_size = f.tell()
-        else:
-          dtype = None
-      if dtype is not None and not dtype.hasobject:
-        with open(path, 'rb') as raw:  # the member's data follows its local file header
-          raw.seek(info.header_offset)
-          local = raw.read(30)
-          name_len, extra_len = struct.unpack('<HH', local[26:30])
-        offset = info.header_offset + 30 + name_len + extra_len + header_size
-        if 0 in shape:
-          return np.zeros(shape, dtype)
-        return np.memmap(path, dtype=dtype, mode='r', offset=offset, shape=shape,
-                         order='F' if fortran else 'C')
-  with np.load(path, allow_pickle=False) as f:
-    return f[key]
+        header = npy_files.read_header(f, name)
+    with open(path, 'rb') as raw:  # the member's data follows its local file header
+      raw.seek(info.header_offset)
+      local = raw.read(30)
+    if len(local) < 30 or local[:4] != b'PK\x03\x04':
+      raise BatchFormatError(f'{name}: the zip entry is damaged (no local header); {_REMAKE}')
+    name_len, extra_len = struct.unpack('<HH', local[26:30])
+    offset = info.header_offset + 30 + name_len + extra_len + header.data_offset
+    return npy_files.memmap(path, header, offset, available=info.file_size - header.data_offset,
+                            name=name, hint=_REMAKE)
+  except npy_files.NpyFileError as e:
+    raise BatchFormatError(str(e)) from None
+  except BatchFormatError:
+    raise
+  except _READ_ERRORS as e:
+    raise BatchFormatError(f'{name} cannot be read ({type(e).__name__}: {e}); {_REMAKE}'
+                           ) from None
 
 
 def read_images(path: str | os.PathLike, key: str = 'arr_0') -> np.ndarray:
@@ -132,25 +153,41 @@ class ReferenceBatch:
 
 
 def read_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
-  """Reads the statistics (and notes the images) of an ADM-format npz."""
+  """Reads the statistics (and notes the images) of an ADM-format npz, every part checked.
+
+  Raises BatchFormatError naming the file for anything unusable, e.g. a sigma that is not a
+  covariance (not symmetric, not positive semi-definite, NaN/inf: `fid.check_statistics`).
+  """
   keys = set(npz_keys(path))
-  batch = ReferenceBatch(path=os.fspath(path))
-  with np.load(path, allow_pickle=False) as f:
-    for key in ('mu', 'sigma', 'mu_s', 'sigma_s'):
-      if key in keys:
-        setattr(batch, key, np.asarray(f[key], np.float64))
-    if 'feature_extractor' in keys:
-      batch.extractor = str(f['feature_extractor'])
-  if 'pool_features' in keys:
-    batch.pool_features = open_npz_array(path, 'pool_features')
-  if (batch.mu is None) != (batch.sigma is None) or (batch.mu_s is None) != (batch.sigma_s is None):
+  path = os.fspath(path)
+  batch = ReferenceBatch(path=path)
+  if ({'mu', 'sigma'} & keys and not {'mu', 'sigma'} <= keys) or (
+      {'mu_s', 'sigma_s'} & keys and not {'mu_s', 'sigma_s'} <= keys):
     raise BatchFormatError(f'{path}: mu/sigma and mu_s/sigma_s come in pairs; found '
                            f'{sorted(keys)}')
-  if batch.mu is not None:
-    d = batch.mu.shape[0]
-    if batch.mu.shape != (d,) or batch.sigma.shape != (d, d):
-      raise BatchFormatError(f'{path}: mu {batch.mu.shape} and sigma {batch.sigma.shape} do not '
-                             'describe one Gaussian')
+  for mu_key, sigma_key in (('mu', 'sigma'), ('mu_s', 'sigma_s')):
+    if mu_key in keys:
+      try:
+        mu, sigma = fid_lib.check_statistics(open_npz_array(path, mu_key),
+                                             open_npz_array(path, sigma_key),
+                                             f'{path}: {mu_key}/{sigma_key}')
+      except fid_lib.StatisticsError as e:
+        raise BatchFormatError(str(e)) from None
+      setattr(batch, mu_key, mu)
+      setattr(batch, sigma_key, sigma)
+  if 'feature_extractor' in keys:
+    extractor = open_npz_array(path, 'feature_extractor')
+    if extractor.shape != () or extractor.dtype.kind not in 'US':
+      raise BatchFormatError(f'{path}: feature_extractor must be a string, got '
+                             f'{extractor.dtype} {list(extractor.shape)}')
+    batch.extractor = str(extractor[()])
+  if 'pool_features' in keys:
+    pool = open_npz_array(path, 'pool_features')
+    d = batch.mu.shape[0] if batch.mu is not None else None
+    if pool.ndim != 2 or pool.dtype.kind not in 'iuf' or d not in (None, pool.shape[1]):
+      raise BatchFormatError(f'{path}: pool_features has {pool.dtype} {list(pool.shape)}, '
+                             f'expected real [N, {d or "D"}] features (one row per image)')
+    batch.pool_features = pool
   if 'arr_0' in keys:
     images = read_images(path)
     batch.num_images, batch.image_size = len(images), tuple(images.shape[1:3])

@@ -15,6 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
+from alitok_jax.data import npy_files
+
 
 class NpzWriter:
   """with NpzWriter(path) as w: w.write_array('arr_0', shape, dtype, chunks); ... (atomic)."""
@@ -56,12 +58,14 @@ class NpzWriter:
 
 
 def array_shape(path: str | os.PathLike, name: str) -> tuple[int, ...] | None:
-  """The shape of `name` in an .npz file, read from its header only (None if absent/unreadable)."""
+  """The shape of `name` in an .npz file, read from its header only (None if absent/unreadable,
+  or when the entry holds fewer bytes than its header declares, e.g. a copy cut short)."""
   try:
-    with zipfile.ZipFile(path) as z, z.open(f'{name}.npy') as f:
-      version = np.lib.format.read_magic(f)
-      read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-              else np.lib.format.read_array_header_2_0)
-      return tuple(read(f)[0])
+    with zipfile.ZipFile(path) as z:
+      info = z.getinfo(f'{name}.npy')
+      with z.open(info) as f:
+        header = npy_files.read_header(f, f'{path} ({name})')
+    npy_files.check_size(f'{path} ({name})', header, info.file_size - header.data_offset)
+    return header.shape
   except (OSError, KeyError, ValueError, zipfile.BadZipFile):
     return None

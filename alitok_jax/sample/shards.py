@@ -11,7 +11,9 @@ images), PNGs are named by image index, and the final `.npz` holds `arr_0` uint8
   preview.png                  a grid of the first images
 `write_shards` samples (a `sampler.Sampler`) and decodes (`decode.Decoder`) one shard while the
 host writes the previous one; with several processes each takes shards p, p + P, ... and process
-0 assembles (`assemble`) once all are done. The command is `commands/sample.py`.
+0 assembles (`assemble`) once all are done. A shard that cannot be read back (damaged on disk,
+wrong arrays or shapes) stops `assemble` with ShardError naming it: delete it and rerun. The
+command is `commands/sample.py`.
 """
 
 from __future__ import annotations
@@ -22,17 +24,23 @@ import json
 import os
 import pathlib
 import time
+import zipfile
+import zlib
 from typing import Any
 
 import jax
 import numpy as np
 
-from alitok_jax import progress, viz
+from alitok_jax import errors, progress, viz
 from alitok_jax.parallel.mesh import pad_rows
 from alitok_jax.sample import npz
 
 SHARDS_DIR = 'samples'
 SETTINGS_FILE = 'settings.json'
+
+
+class ShardError(errors.UserError, ValueError):
+  """A sample shard on disk that cannot be read back as written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +88,31 @@ def _save_shard(path: pathlib.Path, **arrays) -> None:
   os.replace(tmp, path)
 
 
+def read_shard(shards: Shards, root: pathlib.Path, k: int,
+               keys: tuple[str, ...] = ('images', 'labels')) -> dict[str, np.ndarray]:
+  """{'images': uint8 [n, H, W, 3], 'labels': int [n]} of shard k (those in `keys`), checked.
+
+  Raises ShardError (one line naming the file, and to delete it and rerun) when the file is not a
+  readable npz or its arrays are missing or of the wrong shape.
+  """
+  path, n = shards.path(root, k), len(shards.indices(k))
+  fix = 'delete it and rerun the same command to make it again'
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {key: f[key] for key in keys}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+    raise ShardError(f'{path} is unreadable ({type(e).__name__}: {e}); {fix}') from None
+  images, labels = arrays.get('images'), arrays.get('labels')
+  if images is not None and (images.dtype != np.uint8 or images.ndim != 4
+                             or images.shape[0] != n or images.shape[-1] != 3):
+    raise ShardError(f'{path}: images are {images.dtype} {list(images.shape)}, expected uint8 '
+                     f'[{n}, H, W, 3]; {fix}')
+  if labels is not None and (labels.shape != (n,) or labels.dtype.kind not in 'iu'):
+    raise ShardError(f'{path}: labels are {labels.dtype} {list(labels.shape)}, expected '
+                     f'integers [{n}]; {fix}')
+  return arrays
+
+
 def assemble(workdir: pathlib.Path, shards: Shards, preview: int) -> None:
   """samples.npz (arr_0 images, arr_1 labels) and preview.png from the finished shards."""
   root = workdir / SHARDS_DIR
@@ -88,7 +121,7 @@ def assemble(workdir: pathlib.Path, shards: Shards, preview: int) -> None:
     raise RuntimeError(f'{len(missing)} shards are missing (first: {missing[:5]}); rerun the '
                        'same command to finish them')
   out = workdir / 'samples.npz'
-  first = np.load(shards.path(root, 0))['images']
+  first = read_shard(shards, root, 0, ('images',))['images']
   shape = (shards.num_images, *first.shape[1:])
   if npz.array_shape(out, 'arr_0') == shape and out.stat().st_mtime >= max(
       shards.path(root, k).stat().st_mtime for k in range(shards.count)):
@@ -96,8 +129,7 @@ def assemble(workdir: pathlib.Path, shards: Shards, preview: int) -> None:
   else:
     def chunks(name):
       for k in range(shards.count):
-        with np.load(shards.path(root, k)) as f:
-          yield f[name]
+        yield read_shard(shards, root, k, (name,))[name]
 
     print(f'writing {out} ({np.prod(shape) / 2**30:.1f} GiB)', flush=True)
     with npz.NpzWriter(out) as w:
@@ -108,7 +140,7 @@ def assemble(workdir: pathlib.Path, shards: Shards, preview: int) -> None:
   for k in range(shards.count):
     if sum(len(i) for i in images) >= preview:
       break
-    images.append(np.load(shards.path(root, k))['images'])
+    images.append(read_shard(shards, root, k, ('images',))['images'])
   images = np.concatenate(images)[:preview]
   cols = min(8, len(images))
   viz.save_png(workdir / 'preview.png',
