@@ -1,7 +1,8 @@
 """Params-only model directories: what the converter writes and the API and samplers read.
 
 A model directory holds
-  config.json        {"format": 1, "model": <TokenizerConfig / ARConfig as a dict>, ...metadata}
+  config.json        {"format": 1, "model": <TokenizerConfig / ARConfig as a dict>,
+                      "fingerprint": {leaf: [sum, weighted, nonfinite]}, ...metadata}
   params/            an Orbax (OCDBT) checkpoint of the nested parameter dict
   codebook_usage/    optional: the stage-1 clustered codebook's usage statistics (Orbax)
 The parameter tree is the NNX state of the model as a pure dict, so `nnx.replace_by_pure_dict`
@@ -9,6 +10,11 @@ puts it back into a model skeleton built with `nnx.eval_shape`.
 
 Restoring goes against an abstract target built from the config, so shapes and dtypes are checked
 before any array is read, and arrays land directly with the requested sharding.
+
+Integrity (`fingerprints.py`): saving refuses parameters holding NaN or inf and records every
+array's fingerprint in config.json; restoring recomputes them and refuses a directory whose
+arrays differ from what was saved (damaged files) or hold non-finite values (directories from
+older versions, which carry no fingerprint, are still checked for non-finite values).
 
 Saving takes numpy arrays or jax Arrays of any sharding. With several processes it is collective:
 every process calls it with its part of the same arrays (e.g. a trainer's FSDP-sharded params),
@@ -29,7 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from alitok_jax import tree_util
+from alitok_jax import errors, fingerprints, tree_util
 from alitok_jax.models.variants import ARConfig, TokenizerConfig, config_from_dict
 from alitok_jax.parallel.distributed import barrier
 from alitok_jax.parallel.mesh import to_host
@@ -40,7 +46,7 @@ PARAMS_DIR = 'params'
 USAGE_DIR = 'codebook_usage'
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError, ValueError):
   """A model directory is missing, incomplete or does not match its config."""
 
 
@@ -58,6 +64,7 @@ def save_model_dir(directory: str | os.PathLike, config: TokenizerConfig | ARCon
   """
   directory = _abs(directory)
   primary = jax.process_index() == 0
+  prints = _checked_fingerprint(directory, dict(params), codebook_usage)
   barrier('alitok_jax save_model_dir: start')  # no process may still read an old export
   if directory.exists() and any(directory.iterdir()):
     if not overwrite:
@@ -78,11 +85,46 @@ def save_model_dir(directory: str | os.PathLike, config: TokenizerConfig | ARCon
   checkpointer.wait_until_finished()
   # config.json last: a directory with a config is a complete one.
   if primary:
-    doc = {'format': FORMAT_VERSION, 'model': config.to_dict(), **dict(metadata or {})}
+    doc = {'format': FORMAT_VERSION, 'model': config.to_dict(), **dict(metadata or {}),
+           'fingerprint_format': fingerprints.FORMAT, 'fingerprint': prints}
     tmp = directory / (CONFIG_FILE + '.tmp')
     tmp.write_text(json.dumps(doc, indent=1) + '\n')
     os.replace(tmp, directory / CONFIG_FILE)
   barrier('alitok_jax save_model_dir: done')
+
+
+def _checked_fingerprint(directory: pathlib.Path, params: Mapping[str, Any],
+                         codebook_usage: Any) -> dict[str, list[int]]:
+  """The fingerprint of what a model directory will hold; refuses NaN or inf."""
+  tree = {PARAMS_DIR: params}
+  if codebook_usage is not None:
+    tree[USAGE_DIR] = {'usage': np.asarray(to_host(codebook_usage), np.float32)}
+  prints = fingerprints.fingerprint(tree)
+  bad = fingerprints.nonfinite_leaves(prints)
+  if bad:
+    raise CheckpointError(f'refusing to write {directory}: {sum(bad.values())} parameter values '
+                          f'are NaN or inf (in {fingerprints.describe(sorted(bad))}); a model '
+                          'from a diverged run is never exported')
+  return prints
+
+
+def _verify(directory: pathlib.Path, sub: str, tree: Mapping[str, Any]) -> None:
+  """Checks restored arrays against the fingerprint config.json recorded when they were saved."""
+  doc = json.loads((directory / CONFIG_FILE).read_text())
+  actual = fingerprints.fingerprint({sub: dict(tree)})
+  bad = fingerprints.nonfinite_leaves(actual)
+  if bad:
+    raise CheckpointError(f'{directory} holds {sum(bad.values())} NaN or inf parameter values '
+                          f'(in {fingerprints.describe(sorted(bad))}): it comes from a diverged '
+                          'run or a damaged file; export or convert a good model again')
+  expected = {k: v for k, v in doc.get('fingerprint', {}).items() if k.startswith(sub + '/')}
+  if not expected:
+    return  # written before fingerprints existed
+  differ = fingerprints.differences(expected, actual)
+  if differ:
+    raise CheckpointError(f'{directory}/{sub} is damaged: {len(differ)} arrays differ from what '
+                          f'was saved ({fingerprints.describe(differ)}); restore the directory '
+                          'from a copy, or export / convert it again')
 
 
 def load_config(directory: str | os.PathLike) -> tuple[TokenizerConfig | ARConfig, dict[str, Any]]:
@@ -107,7 +149,11 @@ def load_config(directory: str | os.PathLike) -> tuple[TokenizerConfig | ARConfi
 
 def _check_against_metadata(path: pathlib.Path, abstract: Mapping[str, Any]) -> None:
   """Compares the stored tree with the expected one before reading any array."""
-  stored = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  try:
+    stored = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged or partial directory
+    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the '
+                          'directory is damaged or incomplete') from e
   problem = tree_util.shape_mismatches(abstract, stored)
   if problem:
     raise CheckpointError(f'{path} does not match its config.json: {problem}')
@@ -126,11 +172,24 @@ def restore_params(directory: str | os.PathLike, abstract: Mapping[str, Any],
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
                         dict(abstract))
-  return ocp.StandardCheckpointer().restore(path, target)
+  try:
+    params = ocp.StandardCheckpointer().restore(path, target)
+  except Exception as e:  # noqa: BLE001 - any failure to decode the stored arrays
+    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: '
+                          f'{_first_line(e)}): the directory is damaged or incomplete') from e
+  _verify(_abs(directory), PARAMS_DIR, params)
+  return params
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+  text = str(e).strip().splitlines()
+  return (text[0] if text else '')[:limit]
 
 
 def restore_codebook_usage(directory: str | os.PathLike) -> np.ndarray | None:
   path = _abs(directory) / USAGE_DIR
   if not path.is_dir():
     return None
-  return np.asarray(ocp.StandardCheckpointer().restore(path)['usage'])
+  usage = {'usage': np.asarray(ocp.StandardCheckpointer().restore(path)['usage'])}
+  _verify(_abs(directory), USAGE_DIR, usage)
+  return usage['usage']

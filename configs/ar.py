@@ -77,6 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_every = 5000
   c.ckpt_every = 2000
   c.keep_checkpoints = 2
+  # Steps with a NaN / inf loss or gradients are skipped (no update); this many in a row stop
+  # the run with exit code 3 (0: never stop).
+  c.nonfinite_patience = 10
   c.steps_per_run = 0  # > 0: checkpoint and stop after this many steps (jobs with time limits)
   c.export_every = 50_000
 

@@ -83,6 +83,9 @@ def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   c.preview_images = 8
   c.ckpt_every = 1000
   c.keep_checkpoints = 2
+  # Steps with a NaN / inf loss or gradients are skipped (no update); this many in a row stop
+  # the run with exit code 3 (0: never stop).
+  c.nonfinite_patience = 10
   c.steps_per_run = 0  # > 0: checkpoint and stop after this many steps (jobs with time limits)
   c.export_every = 10_000  # params-only model directory W/model (what stage 2 / pretokenize read)
 

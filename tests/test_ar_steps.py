@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from alitok_jax.models import build, variants
-from alitok_jax.train import ar_steps, optim
+from alitok_jax.train import ar_steps, nonfinite, optim
 
 
 def _setup(accum: int = 1, dropout: float = 0.0):
@@ -22,7 +22,8 @@ def _setup(accum: int = 1, dropout: float = 0.0):
   params = build.random_params(cfg, seed=0)
   params['output']['kernel'] = 0.02 * jax.random.normal(jax.random.key(1),
                                                         params['output']['kernel'].shape)
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params)}
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params),
+           nonfinite.COUNTERS: nonfinite.initial_counters()}
   settings = ar_steps.ARStepSettings(build.abstract(cfg)[0], cfg,
                                      optim.warmup_cosine(1e-3, 0, 10, 1e-5), tx, accum)
   rng = np.random.default_rng(0)

@@ -111,13 +111,14 @@ def measure_ar(variant: str, batch: int, runs: int, dtype: str, accum: int,
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from alitok_jax.models import build, variants  # pylint: disable=import-outside-toplevel
-  from alitok_jax.train import ar_steps, optim  # pylint: disable=import-outside-toplevel
+  from alitok_jax.train import ar_steps, nonfinite, optim  # pylint: disable=import-outside-toplevel
 
   cfg = variants.AR[variant]
   tx = optim.adamw(b1=0.9, b2=0.96, weight_decay=0.03, grad_clip=1.0,
                    decay_mask=optim.decay_mask_matrices(build.abstract_params(cfg)))
   params = jax.jit(lambda: build.random_params(cfg))()
-  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': jax.jit(tx.init)(params)}
+  state = {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': jax.jit(tx.init)(params),
+           nonfinite.COUNTERS: nonfinite.initial_counters()}
   settings = ar_steps.ARStepSettings(build.abstract(cfg, dtype=jnp.dtype(dtype))[0], cfg,
                                      optim.warmup_cosine(4e-4, 10, 100, 1e-5), tx, accum,
                                      remat)

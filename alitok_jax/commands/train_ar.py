@@ -28,7 +28,8 @@ import ml_collections
 from alitok_jax import Tokenizer
 from alitok_jax.models import build
 from alitok_jax.parallel import mesh as mesh_lib
-from alitok_jax.train import ar_setup, ar_steps, checkpoints, loop, memory, train_data
+from alitok_jax.train import ar_setup, ar_steps, checkpoints, loop, memory, nonfinite
+from alitok_jax.train import train_data
 from alitok_jax.train.metric_writers import MetricWriter
 
 MODEL_DIR = 'model'
@@ -58,7 +59,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   held_out = train_data.held_out_codes(config, config.eval_codes, cfg)
 
   # ## Restore or initialise
-  ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints)
+  ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
+                                      log=writer.write_text)
   state, _ = loop.restore_or_init(
       ckpt, abstract, batches,
       lambda: jax.jit(init, static_argnums=0, out_shardings=shardings)(config.seed),
@@ -81,15 +83,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write_text(f'training already finished at step {step}; nothing to do')
   window, timer = loop.MetricWindow(), loop.Throughput(config.batch_size * cfg.image_seq_len)
   final: dict[str, float] = {}
-  with checkpoints.PreemptionGuard() as guard:
+  watch = nonfinite.StepWatch(config.nonfinite_patience, ckpt)
+  with checkpoints.PreemptionGuard(checkpoints.STOP_SIGNALS) as guard:
     while step < total:
       state, metrics = step_fn(state, batches.next(), key)
+      step += 1
+      watch.after(step, metrics)  # the host stays one step ahead of the device
       window.add(metrics)
       timer.tick()
-      step += 1
       if loop.every(step, config.log_every, total):
         final.update(loop.log_window(writer, step, total, window, timer, unit='tokens',
-                                     prefix='train/'))
+                                     prefix='train/',
+                                     extra={'train/skipped_steps': watch.skipped}))
       if (loop.every(step, config.eval_every, total)
           and len(held_out['codes']) >= config.batch_size):
         scalars = ar_setup.evaluate(eval_fn, state['params'], held_out, mesh, config.batch_size,
@@ -102,7 +107,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             per_class=config.samples_per_class, guidance_scale=config.sample_guidance,
             guidance_pow=config.sample_guidance_pow, seed=step)})
       if loop.checkpoint_and_stop(
-          step, total=total, first_step=first_step, config=config, guard=guard,
+          step, total=total, first_step=first_step, config=config, guard=guard, watch=watch,
           save=lambda: ckpt.save(step, state, batches.iterator), export=export,
           log=writer.write_text):
         break

@@ -29,7 +29,8 @@ import jax
 import ml_collections
 
 from alitok_jax.parallel import mesh as mesh_lib
-from alitok_jax.train import checkpoints, loop, memory, optim, tokenizer_init, train_data
+from alitok_jax.train import checkpoints, loop, memory, nonfinite, optim, tokenizer_init
+from alitok_jax.train import train_data
 from alitok_jax.train import tokenizer_setup as setup
 from alitok_jax.train import tokenizer_steps as steps
 from alitok_jax.train.metric_writers import MetricWriter
@@ -63,7 +64,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   # ## Restore or initialise (a codebook from data takes batch 0 before step 0)
   codebook_from_data = config.codebook_init == 'data' and not config.init_from
-  ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints)
+  ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', keep=config.keep_checkpoints,
+                                      log=writer.write_text)
   state, restored = loop.restore_or_init(
       ckpt, abstract, batches,
       lambda: jax.jit(init, out_shardings=shardings)(start_params),
@@ -94,18 +96,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer.write_text(f'training already finished at step {step}; nothing to do')
   window, timer = loop.MetricWindow(), loop.Throughput(config.batch_size)
   final: dict[str, float] = {}
-  with checkpoints.PreemptionGuard() as guard:
+  watch = nonfinite.StepWatch(config.nonfinite_patience, ckpt)
+  with checkpoints.PreemptionGuard(checkpoints.STOP_SIGNALS) as guard:
     while step < total:
       index, phase, d_turn = setup.phase_at(phases, step)
       batch = mesh_lib.global_batch({'image': batches.next()['image']}, mesh)
       state, metrics = iteration(phase, d_turn)(state, loss_params, batch)
+      step += 1
+      watch.after(step, metrics)  # the host stays one step ahead of the device
       window.add(metrics)
       timer.tick()
-      step += 1
       if loop.every(step, config.log_every, total):
         final.update(loop.log_window(
             writer, step, total, window, timer, unit='images', note=f'({phase.name}) ',
-            extra={'phase': index, 'data/skipped_images': batches.skipped()}))
+            extra={'phase': index, 'data/skipped_images': batches.skipped(),
+                   'train/skipped_steps': watch.skipped}))
       if loop.every(step, config.eval_every, total):
         scalars, picture = setup.evaluate(eval_fn, {**state['params'], **state['frozen']},
                                           eval_images, mesh, config.batch_size, local_batch,
@@ -114,7 +119,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_scalars(step, scalars)
         final.update(scalars)
       if loop.checkpoint_and_stop(
-          step, total=total, first_step=first_step, config=config, guard=guard,
+          step, total=total, first_step=first_step, config=config, guard=guard, watch=watch,
           save=lambda: ckpt.save(step, state, batches.iterator), export=export,
           log=writer.write_text):
         break

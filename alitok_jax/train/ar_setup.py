@@ -17,12 +17,13 @@ import numpy as np
 import optax
 
 from alitok_jax import viz
+from alitok_jax.errors import ConfigError
 from alitok_jax.models import build, functional, variants
 from alitok_jax.parallel import mesh as mesh_lib
 from alitok_jax.sample import sampler as sampler_lib
 from alitok_jax.sample.cfg import Guidance
 from alitok_jax.sample.strategies import Sampling
-from alitok_jax.train import ar_steps, loop, optim
+from alitok_jax.train import ar_steps, loop, nonfinite, optim
 
 _DROPOUTS = ('dropout', 'attn_dropout', 'token_dropout', 'class_dropout')
 
@@ -30,7 +31,7 @@ _DROPOUTS = ('dropout', 'attn_dropout', 'token_dropout', 'class_dropout')
 def model_config(config: Any) -> variants.ARConfig:
   """The AR size `config.model` with the config's dropout overrides (None keeps the variant's)."""
   if config.model not in variants.AR:
-    raise ValueError(f'config.model={config.model!r} is not one of {sorted(variants.AR)}')
+    raise ConfigError(f'config.model={config.model!r} is not one of {sorted(variants.AR)}')
   base = variants.AR[config.model]
   overrides = {k: config.get(k) for k in _DROPOUTS if config.get(k) is not None}
   return variants.ARConfig(**{**base.__dict__, **overrides})
@@ -46,11 +47,13 @@ def optimizer(config: Any, cfg: variants.ARConfig) -> tuple[Callable, optax.Grad
 
 
 def init_fn(cfg: variants.ARConfig, tx: optax.GradientTransformation) -> Callable[[int], dict]:
-  """seed -> the fresh train state {'step', 'params', 'opt'} (jit it with out_shardings)."""
+  """seed -> the fresh train state {'step', 'params', 'opt', 'nonfinite'} (jit it with
+  out_shardings)."""
 
   def init(seed: int) -> dict:
     params = build.random_params(cfg, seed=seed)
-    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params)}
+    return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params),
+            nonfinite.COUNTERS: nonfinite.initial_counters()}
 
   return init
 

@@ -11,7 +11,11 @@ matrices only, gradient clipping at 1.0, bf16 compute with float32 params.
 Gradient accumulation splits the batch into `accum_steps` micro-batches summed by a `lax.scan`;
 the update is the same as one step on the whole batch (up to float summation order).
 
-The train state is a plain dict: {'step': int32, 'params': pure dict, 'opt': optax state}.
+A step whose loss or gradients are not finite changes nothing but the step counter
+(`nonfinite.guard`).
+
+The train state is a plain dict: {'step': int32, 'params': pure dict, 'opt': optax state,
+'nonfinite': the guard's counters}.
 Dimension letters: B batch, L positions (273), V codebook size.
 """
 
@@ -27,7 +31,7 @@ from flax import nnx
 
 from alitok_jax.models import ar as ar_lib
 from alitok_jax.models.variants import ARConfig
-from alitok_jax.train import optim
+from alitok_jax.train import nonfinite, optim
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -85,8 +89,10 @@ def train_step(s: ARStepSettings, state: dict, batch: dict, key: jax.Array):
   opt = optim.set_learning_rate(state['opt'], lr)
   updates, opt = s.tx.update(grads, opt, state['params'])
   params = optax.apply_updates(state['params'], updates)
-  metrics = {**metrics, 'lr': lr, 'grad_norm': optax.tree.norm(grads)}
-  return {'step': state['step'] + 1, 'params': params, 'opt': opt}, metrics
+  grad_norm = optax.tree.norm(grads)
+  new, counters = nonfinite.guard(state, {'step': state['step'] + 1, 'params': params, 'opt': opt},
+                                  nonfinite.finite(metrics['loss'], grad_norm))
+  return new, {**metrics, 'lr': lr, 'grad_norm': grad_norm, **counters}
 
 
 def eval_step(graphdef: nnx.GraphDef, cfg: ARConfig, params: dict, batch: dict) -> dict:

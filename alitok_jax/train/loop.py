@@ -83,15 +83,20 @@ def describe_params(tree: Any) -> str:
 
 
 def checkpoint_and_stop(step: int, *, total: int, first_step: int, config: Any, guard: Any,
-                        save: Any, export: Any, log: Any) -> bool:
+                        watch: Any, save: Any, export: Any, log: Any) -> bool:
   """The tail of every training iteration: checkpoint every `ckpt_every` (and on a stop),
-  export every `export_every`; True when the run must stop now (SIGTERM, or `steps_per_run`
-  steps done in this invocation), after saving."""
+  export every `export_every`; True when the run must stop now (SIGTERM or SIGINT, or
+  `steps_per_run` steps done in this invocation), after saving. `watch` (a
+  `nonfinite.StepWatch`) checks the step's state before anything of it is written."""
   stop = guard.should_stop() or (config.steps_per_run > 0 and
                                  step - first_step >= config.steps_per_run)
-  if every(step, config.ckpt_every, total) or stop:
+  saving, exporting = every(step, config.ckpt_every, total) or stop, every(
+      step, config.export_every, total)
+  if saving or exporting:
+    watch.drain()  # raises TrainingDiverged rather than writing a state after skipped steps
+  if saving:
     save()
-  if every(step, config.export_every, total):
+  if exporting:
     export()
   if stop:
     why = guard.signal_name or f'steps_per_run={config.steps_per_run}'

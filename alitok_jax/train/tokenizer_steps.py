@@ -18,6 +18,8 @@ The train state is a plain dict (so Orbax saves it as is):
   params    trainable tokenizer parameters        frozen  the frozen ones (stage 2; else {})
   opt       AdamW state of `params`               usage   codebook usage [V] (stage 1 clustering)
   disc      {'params', 'opt'} of the discriminator (present when a GAN phase exists)
+  nonfinite the guard's counters: an iteration whose loss or gradients are NaN or inf changes
+            nothing but `step` (`nonfinite.py`)
 
 Dimension letters: B batch, H, W pixels, L latent tokens, C code width, V codebook size.
 """
@@ -37,7 +39,7 @@ from alitok_jax.models import build
 from alitok_jax.models import discriminator as disc_lib
 from alitok_jax.models import quantizer as quantizer_lib
 from alitok_jax.models import tokenizer as tokenizer_lib
-from alitok_jax.train import optim
+from alitok_jax.train import nonfinite, optim
 
 # The reference's prefix loss: 10 x MSE of the prefix row, scaled by its share of tokens (17/256).
 PREFIX_LOSS_SCALE = 10.0 * 17.0 / 256.0  # at the released sizes; generator_loss computes it
@@ -80,7 +82,7 @@ def make_init_fn(tok_cfg, tx, *, frozen_keys=(), clustering=False, disc_cfg=None
     trainable = {k: v for k, v in params.items() if k not in frozen_keys}
     state = {'step': jnp.zeros((), jnp.int32), 'params': trainable,
              'frozen': {k: v for k, v in params.items() if k in frozen_keys},
-             'opt': tx.init(trainable)}
+             'opt': tx.init(trainable), nonfinite.COUNTERS: nonfinite.initial_counters()}
     if clustering:
       state['usage'] = jnp.zeros((tok_cfg.codebook_size,), jnp.float32)
     if disc_cfg is not None:
@@ -169,7 +171,9 @@ def generator_step(s: StepSettings, state: dict, aux: dict, batch: dict):
   if s.clustering:
     new['params'], new['usage'] = _cluster(s, state, state['params']['quantize']['codebook'], z,
                                            params)
-  metrics = {**parts, 'lr': lr, 'grad_norm': optax.tree.norm(grads)}
+  grad_norm = optax.tree.norm(grads)
+  new, counters = nonfinite.guard(state, new, nonfinite.finite(parts['loss/total'], grad_norm))
+  metrics = {**parts, 'lr': lr, 'grad_norm': grad_norm, **counters}
   metrics.update(_codebook_stats(codes, _codebook_size(state)))
   return new, metrics
 
@@ -202,8 +206,10 @@ def discriminator_step(s: StepSettings, state: dict, aux: dict, batch: dict):
   if s.clustering:
     codebook = state['params']['quantize']['codebook']
     new['params'], new['usage'] = _cluster(s, state, codebook, z, state['params'])
+  grad_norm = optax.tree.norm(grads)
+  new, counters = nonfinite.guard(state, new, nonfinite.finite(loss, grad_norm, jnp.sum(z)))
   metrics = {'loss/discriminator': loss, 'disc/logit_real': real, 'disc/logit_fake': fake,
-             'disc/grad_norm': optax.tree.norm(grads)}
+             'disc/grad_norm': grad_norm, **counters}
   metrics.update(_codebook_stats(q.codes, _codebook_size(state)))
   return new, metrics
 
