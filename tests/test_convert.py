@@ -10,7 +10,7 @@ from conftest import FIXTURE_HEADS, REPO
 
 from alitok_jax import Generator, Tokenizer, checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
-from alitok_jax.convert import detect, engine, keys, run, state_dict, torch_format
+from alitok_jax.convert import detect, engine, keys, run, state_dict, torch_writer
 from alitok_jax.models import build, variants
 
 REFERENCE_KEYS = REPO.parent / 'shared' / 'reference' / 'state_dict_keys.json'
@@ -128,7 +128,7 @@ def test_nested_training_checkpoint_is_unwrapped():
 def test_codebook_usage_buffer_round_trips(fixtures_dir, tmp_path):
   sd = _fixture_sd(fixtures_dir, 'tokenizer_stage1')
   usage = np.random.default_rng(0).random(4096).astype(np.float32)
-  torch_format.save_torch_state_dict(tmp_path / 's1.pth', {**sd, 'quantize.embed_prob': usage})
+  torch_writer.save_torch_state_dict(tmp_path / 's1.pth', {**sd, 'quantize.embed_prob': usage})
   report = run.torch_to_model_dir(tmp_path / 's1.pth', tmp_path / 's1', **FIXTURE_HEADS)
   assert report.extras == ('codebook_usage',)
   np.testing.assert_array_equal(checkpoint.restore_codebook_usage(tmp_path / 's1'), usage)
@@ -149,23 +149,23 @@ def test_missing_unexpected_and_misshaped_keys_are_named(fixtures_dir, tmp_path,
   sd = _fixture_sd(fixtures_dir, 'ar')
   bad = dict(sd)
   del bad['blocks.1.mlp.w2.weight']
-  torch_format.save_torch_state_dict(tmp_path / 'missing.pth', bad)
+  torch_writer.save_torch_state_dict(tmp_path / 'missing.pth', bad)
   err = _convert_error(tmp_path / 'missing.pth', tmp_path / 'o1', capsys)
   assert 'missing keys: blocks.1.mlp.w2.weight' in err
 
-  torch_format.save_torch_state_dict(tmp_path / 'extra.pth', {**sd, 'blocks.0.extra': sd['norm.weight']})
+  torch_writer.save_torch_state_dict(tmp_path / 'extra.pth', {**sd, 'blocks.0.extra': sd['norm.weight']})
   assert 'unexpected keys: blocks.0.extra' in _convert_error(tmp_path / 'extra.pth', tmp_path / 'o2', capsys)
 
   bad = dict(sd)
   bad['blocks.0.attn.proj.bias'] = np.zeros(7, np.float32)
-  torch_format.save_torch_state_dict(tmp_path / 'shape.pth', bad)
+  torch_writer.save_torch_state_dict(tmp_path / 'shape.pth', bad)
   err = _convert_error(tmp_path / 'shape.pth', tmp_path / 'o3', capsys)
   assert 'blocks.0.attn.proj.bias has shape [7], the model expects [128]' in err
   assert not (tmp_path / 'o1').exists() and not (tmp_path / 'o3').exists()
 
 
 def test_unknown_kind_is_refused(tmp_path, capsys):
-  torch_format.save_torch_state_dict(tmp_path / 'resnet.pth', {
+  torch_writer.save_torch_state_dict(tmp_path / 'resnet.pth', {
       'conv1.weight': np.zeros((64, 3, 7, 7), np.float32), 'fc.bias': np.zeros(10, np.float32)})
   err = _convert_error(tmp_path / 'resnet.pth', tmp_path / 'out', capsys)
   assert 'cannot tell which model' in err and 'conv1.weight' in err

@@ -14,7 +14,7 @@ from flax import nnx
 from alitok_jax import checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, engine, run, state_dict, torch_format
+from alitok_jax.convert import detect, engine, run, state_dict, torch_writer
 from alitok_jax.losses import perceptual
 from alitok_jax.models import build, variants
 from alitok_jax.models.convnext import CONVNEXT, ConvNeXtConfig
@@ -102,7 +102,7 @@ def test_converter_hooks_and_round_trip_through_torch_files(fixtures_dir, fixtur
   np.testing.assert_array_equal(params['downsample'][0]['conv']['kernel'],
                                 sd['features.2.1.weight'].transpose(2, 3, 1, 0))
   # params -> torch file -> params is bit-identical, and so is the torch side.
-  torch_format.save_torch_state_dict(tmp_path / 'back.pth',
+  torch_writer.save_torch_state_dict(tmp_path / 'back.pth',
                                      convnext_keys.key_table(config).to_state_dict(params))
   back = state_dict.read_state_dict(tmp_path / 'back.pth')
   assert list(back) == list(sd)
@@ -159,7 +159,7 @@ def test_cli_converts_fixture_both_ways(fixtures_dir, tmp_path, capsys):
 def test_cli_names_a_missing_key(fixtures_dir, tmp_path, capsys):
   sd = _fixture_sd(fixtures_dir)
   del sd['classifier.0.bias']
-  torch_format.save_torch_state_dict(tmp_path / 'bad.pth', sd)
+  torch_writer.save_torch_state_dict(tmp_path / 'bad.pth', sd)
   assert cli.main([str(tmp_path / 'bad.pth'), str(tmp_path / 'out')]) == 2
   assert 'missing keys: classifier.0.bias' in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()

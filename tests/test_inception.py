@@ -8,7 +8,7 @@ import pytest
 
 from alitok_jax import checkpoint, tree_util
 from alitok_jax.convert import __main__ as cli
-from alitok_jax.convert import detect, run, state_dict, torch_format
+from alitok_jax.convert import detect, run, state_dict, torch_writer
 from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert.engine import ConversionError
 from alitok_jax.eval import features
@@ -98,7 +98,7 @@ def test_average_pool_leaves_padding_out_and_max_pool_ignores_it():
 def _write_torch_file(path, params, extra=None):
   sd = inception_keys.key_table(params).to_state_dict(params)
   sd.update(extra or {})
-  torch_format.save_torch_state_dict(path, sd)
+  torch_writer.save_torch_state_dict(path, sd)
   return sd
 
 

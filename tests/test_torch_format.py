@@ -18,11 +18,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from alitok_jax.convert.torch_format import (
-    TorchFormatError,
-    load_torch_file,
-    save_torch_state_dict,
-)
+from alitok_jax.convert.torch_format import TorchFormatError, load_torch_file
+from alitok_jax.convert.torch_writer import save_torch_state_dict
 
 
 def _sample_state_dict() -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from alitok_jax.convert import state_dict, torch_format, torch_legacy
+from alitok_jax.convert import state_dict, torch_legacy, torch_writer
 from alitok_jax.convert.torch_format import TorchFormatError
 
 _STORAGES = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.int64): 'LongStorage',
@@ -22,7 +22,7 @@ def write_legacy(path, state_dict, *, transpose_first=False) -> None:
 
   With transpose_first, the first tensor is stored as a transposed view (non-contiguous strides).
   """
-  tf = torch_format
+  tf = torch_writer
   header = [pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2), pickle.dumps(1001, protocol=2),
             pickle.dumps({'protocol_version': 1001, 'little_endian': True,
                           'type_sizes': {'short': 2, 'int': 4, 'long': 4}}, protocol=2)]
@@ -80,7 +80,7 @@ def test_reads_hand_written_legacy_files(tmp_path, transpose_first):
 
 def test_zip_files_still_go_to_the_zip_reader(tmp_path):
   sd = _example()
-  torch_format.save_torch_state_dict(tmp_path / 'new.pth', sd)
+  torch_writer.save_torch_state_dict(tmp_path / 'new.pth', sd)
   assert not torch_legacy.is_legacy_file(tmp_path / 'new.pth')
   np.testing.assert_array_equal(torch_legacy.load_any(tmp_path / 'new.pth')['a.weight'],
                                 sd['a.weight'])

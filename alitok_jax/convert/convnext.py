@@ -62,18 +62,31 @@ def key_table(cfg: ConvNeXtConfig) -> engine.KeyTable:
   return engine.KeyTable(rows, what=f'a ConvNeXt with stages {list(cfg.stages)}')
 
 
-def _shape(sd: Mapping[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
+# At most twice the stages and blocks of the deepest torchvision ConvNeXt (convnext_large:
+# 4 stages, 3 + 3 + 27 + 3 = 36 blocks): building even the abstract model of more takes minutes.
+MAX_STAGES, MAX_BLOCKS = 8, 72
+
+
+def _shape(sd: Mapping[str, np.ndarray], key: str, source: str, ndim: int) -> tuple[int, ...]:
   if key not in sd:
     raise ConversionError(f'{source}: missing key {key}')
-  return tuple(sd[key].shape)
+  shape = tuple(sd[key].shape)
+  if len(shape) != ndim or 0 in shape:
+    raise ConversionError(f'{source}: {key} has shape {list(shape)}; expected {ndim} '
+                          'non-empty dimensions')
+  return shape
 
 
 def infer_config(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> ConvNeXtConfig:
-  """The ConvNeXt sizes that a torchvision state dict describes (stages from `features.*`)."""
+  """The ConvNeXt sizes that a torchvision state dict describes (stages from `features.*`;
+  shapes only, nothing read)."""
   indices = {int(m.group(1)) for k in sd if (m := re.match(r'features\.(\d+)\.', k))}
   if not indices or indices != set(range(len(indices))) or len(indices) % 2:
     raise ConversionError(f'{source}: ConvNeXt `features.N` modules must be numbered 0..2S-1 '
-                          f'(stem, then stage / downsampling pairs); found {sorted(indices)}')
+                          f'(stem, then stage / downsampling pairs); found {sorted(indices)[:20]}')
+  if len(indices) // 2 > MAX_STAGES:
+    raise ConversionError(f'{source}: {len(indices) // 2} ConvNeXt stages, more than twice those '
+                          'of any known ConvNeXt; refusing to read it (a corrupt or hostile file?)')
   stages = []
   for s in range(len(indices) // 2):
     prefix = f'features.{2 * s + 1}.'
@@ -81,8 +94,12 @@ def infer_config(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> Co
               if k.startswith(prefix) and (m := re.match(r'(\d+)\.', k[len(prefix):]))}
     if not blocks or blocks != set(range(len(blocks))):
       raise ConversionError(f'{source}: the blocks of stage {s} ({prefix}N) are not numbered '
-                            f'0..N-1: {sorted(blocks)}')
-    channels = _shape(sd, f'{prefix}0.block.0.weight', source)[0]
+                            f'0..N-1: {sorted(blocks)[:20]}')
+    channels = _shape(sd, f'{prefix}0.block.0.weight', source, 4)[0]
     stages.append((channels, len(blocks)))
-  num_classes = _shape(sd, 'classifier.2.weight', source)[0]
+  if sum(n for _, n in stages) > MAX_BLOCKS:
+    raise ConversionError(f'{source}: {sum(n for _, n in stages)} ConvNeXt blocks, more than '
+                          f'{MAX_BLOCKS} (twice convnext_large\'s); refusing to read it (a corrupt '
+                          'or hostile file?)')
+  num_classes = _shape(sd, 'classifier.2.weight', source, 2)[0]
   return ConvNeXtConfig(tuple(stages), num_classes=num_classes)

@@ -16,12 +16,18 @@ Kinds (ALITOK_REFERENCE.md; names in ../shared/reference/state_dict_keys.json):
 
 The tokenizer's head counts cannot be read off weight shapes: released widths use the known counts
 (768 -> 12, 1024 -> 16); other widths need them given explicitly.
+
+Only shapes are used (the converter's tensors are not read yet), and absurd ones are refused
+before anything is read: a model may have at most `DEPTH_FACTOR` times the blocks of the deepest
+known model of its kind, and at most `SIZE_FACTOR` times the parameters of the largest
+(`check_size`, `LARGEST_KNOWN`).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,6 +35,9 @@ from alitok_jax.convert import convnext as convnext_keys
 from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert import lpips as lpips_keys
 from alitok_jax.convert.engine import ConversionError
+from alitok_jax.models.convnext import ConvNeXtConfig
+from alitok_jax.models.inception import InceptionConfig
+from alitok_jax.models.lpips import LPIPSConfig
 from alitok_jax.models.variants import KNOWN_HEADS, ARConfig, TokenizerConfig, ViTConfig
 
 _AR_KEYS = ('embeddings.weight', 'blocks.0.attn.qkv.weight', 'blocks.0.attn.q_norm.weight',
@@ -37,19 +46,62 @@ _TOKENIZER_KEYS = ('latent_tokens', 'encoder.patch_embed.weight', 'encoder.posit
                    'decoder.decoder_embed.weight', 'decoder.class_embedding',
                    'quantize.embedding.weight')
 
+# The largest known model of each kind: its parameters (`build.count_params`) and its name.
+LARGEST_KNOWN: dict[type, tuple[int, str]] = {
+    ARConfig: (662_141_696, 'AR XL'),
+    TokenizerConfig: (390_623_032, 'the stage-1 tokenizer'),
+    ConvNeXtConfig: (197_767_336, "torchvision's convnext_large"),
+    InceptionConfig: (23_885_392, 'the FID Inception'),
+    LPIPSConfig: (14_716_160, 'LPIPS vgg16'),
+}
+SIZE_FACTOR = 4
+# Building even the abstract model of hundreds of blocks takes minutes, so depth has its own
+# bound: the deepest known are AR XL (32 blocks) and the tokenizer's ViT-L decoder (24 layers).
+DEPTH_FACTOR = 2
+_AR_MAX_DEPTH = DEPTH_FACTOR * 32
+_VIT_MAX_LAYERS = DEPTH_FACTOR * 24
+_HOSTILE = 'refusing to read it (a corrupt or hostile file?)'
 
-def _count_blocks(sd: Mapping[str, np.ndarray], prefix: str) -> int:
+
+def _count_blocks(sd: Mapping[str, Any], prefix: str, limit: int, source: str) -> int:
   pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
   indices = {int(m.group(1)) for k in sd if (m := pattern.match(k))}
+  if len(indices) > limit:
+    raise ConversionError(f'{source}: {len(indices)} blocks under {prefix!r}, more than '
+                          f'{DEPTH_FACTOR}x the deepest known model ({limit // DEPTH_FACTOR}); '
+                          f'{_HOSTILE}')
   if indices != set(range(len(indices))):
     raise ConversionError(f'blocks under {prefix!r} are not numbered 0..N-1: {sorted(indices)}')
   return len(indices)
 
 
-def _shape(sd: Mapping[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
+def _shape(sd: Mapping[str, Any], key: str, source: str, ndim: int) -> tuple[int, ...]:
+  """The shape of `sd[key]`, which must have `ndim` dimensions, none of them empty."""
   if key not in sd:
     raise ConversionError(f'{source}: missing key {key}')
-  return tuple(sd[key].shape)
+  shape = tuple(sd[key].shape)
+  if len(shape) != ndim or 0 in shape:
+    raise ConversionError(f'{source}: {key} has shape {list(shape)}; expected {ndim} '
+                          'non-empty dimensions')
+  return shape
+
+
+def check_size(config: Any, abstract_params: Mapping[Any, Any], source: str) -> int:
+  """The parameter count of `abstract_params`; a ConversionError if it is more than
+  `SIZE_FACTOR` times that of the largest known model of the config's kind."""
+  num_params = sum(math.prod(leaf.shape) for leaf in _leaves(abstract_params))
+  largest, name = LARGEST_KNOWN[type(config)]
+  if num_params > SIZE_FACTOR * largest:
+    raise ConversionError(f'{source}: its shapes describe a model of {num_params:,} parameters, '
+                          f'more than {SIZE_FACTOR}x the largest known of its kind ({name}, '
+                          f'{largest:,}); {_HOSTILE}')
+  return num_params
+
+
+def _leaves(tree: Any) -> list[Any]:
+  if isinstance(tree, Mapping):
+    return [leaf for value in tree.values() for leaf in _leaves(value)]
+  return [tree]
 
 
 def detect_kind(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> str:
@@ -75,11 +127,13 @@ def detect_kind(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> str
 
 
 def _vit(sd, prefix: str, heads: int | None, source: str) -> ViTConfig:
-  width = _shape(sd, f'{prefix}.ln_pre.weight', source)[0]
-  layers = _count_blocks(sd, f'{prefix}.transformer.')
+  width = _shape(sd, f'{prefix}.ln_pre.weight', source, 1)[0]
+  layers = _count_blocks(sd, f'{prefix}.transformer.', _VIT_MAX_LAYERS, source)
   if layers == 0:
     raise ConversionError(f'{source}: no {prefix}.transformer.N blocks')
-  mlp = _shape(sd, f'{prefix}.transformer.0.mlp.c_fc.weight', source)[0]
+  mlp = _shape(sd, f'{prefix}.transformer.0.mlp.c_fc.weight', source, 2)[0]
+  if heads is not None and heads < 1:
+    raise ConversionError(f'{source}: {prefix} heads must be positive, got {heads}')
   if heads is None:
     if width not in KNOWN_HEADS:
       name = prefix.split('.')[-1]
@@ -92,37 +146,57 @@ def _vit(sd, prefix: str, heads: int | None, source: str) -> ViTConfig:
   return ViTConfig(width=width, layers=layers, heads=heads, mlp_ratio=mlp / width)
 
 
-def infer_config(sd: Mapping[str, np.ndarray], *, encoder_heads: int | None = None,
-                 decoder_heads: int | None = None,
-                 source: str = 'checkpoint') -> TokenizerConfig | ARConfig:
-  """The model config that a state dict's keys and shapes describe."""
+def infer_config(sd: Mapping[str, Any], *, encoder_heads: int | None = None,
+                 decoder_heads: int | None = None, source: str = 'checkpoint') -> Any:
+  """The model config that a state dict's keys and shapes describe (nothing is read)."""
   kind = detect_kind(sd, source)
-  if kind == 'inception':
-    return inception_keys.infer_config(sd, source)
   if kind in ('lpips_vgg16', 'lpips_lin'):
     raise ConversionError(f'{source} is half of LPIPS, which converts from two files: '
                           f'{lpips_keys.HOW_TO}')
-  if kind == 'convnext':
-    return convnext_keys.infer_config(sd, source)
-  if kind == 'ar':
-    vocab, width = _shape(sd, 'embeddings.weight', source)
-    head_dim = _shape(sd, 'blocks.0.attn.q_norm.weight', source)[0]
-    codebook = _shape(sd, 'output.weight', source)[0]
-    if width % head_dim:
-      raise ConversionError(f'{source}: width {width} is not a multiple of head_dim {head_dim}')
-    cfg = ARConfig(width=width, depth=_count_blocks(sd, 'blocks.'), heads=width // head_dim,
-                   codebook_size=codebook, num_classes=vocab - codebook - 2)
-    ffn = _shape(sd, 'blocks.0.mlp.w1.weight', source)[0]
-    if ffn != cfg.ffn_hidden:
-      raise ConversionError(f'{source}: SwiGLU hidden width {ffn} differs from the reference rule '
-                            f'round_up(int(8 * {width} / 3), 256) = {cfg.ffn_hidden}')
-    return cfg
-  _, _, patch, _ = _shape(sd, 'encoder.patch_embed.weight', source)
-  num_patches = _shape(sd, 'encoder.positional_embedding', source)[0]
+  try:
+    if kind == 'inception':
+      return inception_keys.infer_config(sd, source)
+    if kind == 'convnext':
+      return convnext_keys.infer_config(sd, source)
+    if kind == 'ar':
+      return _ar_config(sd, source)
+    return _tokenizer_config(sd, kind, encoder_heads, decoder_heads, source)
+  except ValueError as exc:  # a config's own checks (heads, head_dim, grid ...)
+    if isinstance(exc, ConversionError):
+      raise
+    raise ConversionError(f'{source}: its shapes describe no valid model: {exc}') from None
+
+
+def _ar_config(sd: Mapping[str, Any], source: str) -> ARConfig:
+  vocab, width = _shape(sd, 'embeddings.weight', source, 2)
+  head_dim = _shape(sd, 'blocks.0.attn.q_norm.weight', source, 1)[0]
+  codebook = _shape(sd, 'output.weight', source, 2)[0]
+  if width % head_dim:
+    raise ConversionError(f'{source}: width {width} is not a multiple of head_dim {head_dim}')
+  if vocab < codebook + 3:
+    raise ConversionError(f'{source}: embeddings.weight has {vocab} rows, fewer than the '
+                          f'{codebook} codes + 3 (an unused row, a class, "no class")')
+  depth = _count_blocks(sd, 'blocks.', _AR_MAX_DEPTH, source)
+  cfg = ARConfig(width=width, depth=depth, heads=width // head_dim, codebook_size=codebook,
+                 num_classes=vocab - codebook - 2)
+  ffn = _shape(sd, 'blocks.0.mlp.w1.weight', source, 2)[0]
+  if ffn != cfg.ffn_hidden:
+    raise ConversionError(f'{source}: SwiGLU hidden width {ffn} differs from the reference rule '
+                          f'round_up(int(8 * {width} / 3), 256) = {cfg.ffn_hidden}')
+  return cfg
+
+
+def _tokenizer_config(sd: Mapping[str, Any], kind: str, encoder_heads: int | None,
+                      decoder_heads: int | None, source: str) -> TokenizerConfig:
+  _, _, patch, _ = _shape(sd, 'encoder.patch_embed.weight', source, 4)
+  num_patches = _shape(sd, 'encoder.positional_embedding', source, 2)[0]
   grid = int(round(num_patches**0.5))
   if grid * grid != num_patches:
     raise ConversionError(f'{source}: {num_patches} encoder positions do not form a square grid')
-  latent = _shape(sd, 'latent_tokens', source)[0]
+  latent = _shape(sd, 'latent_tokens', source, 2)[0]
+  if latent < num_patches:
+    raise ConversionError(f'{source}: latent_tokens has {latent} rows, fewer than the '
+                          f'{num_patches} encoder positions')
   return TokenizerConfig(
       encoder=_vit(sd, 'encoder', encoder_heads, source),
       decoder=_vit(sd, 'decoder', decoder_heads, source),
@@ -130,6 +204,6 @@ def infer_config(sd: Mapping[str, np.ndarray], *, encoder_heads: int | None = No
       image_size=grid * patch,
       patch_size=patch,
       prefix_tokens=latent - num_patches,
-      token_size=_shape(sd, 'encoder.conv_out.weight', source)[0],
-      codebook_size=_shape(sd, 'quantize.embedding.weight', source)[0],
+      token_size=_shape(sd, 'encoder.conv_out.weight', source, 4)[0],
+      codebook_size=_shape(sd, 'quantize.embedding.weight', source, 2)[0],
   )

@@ -7,8 +7,9 @@ models: `keys.py`; the FID Inception: `inception.py`) or written out where they 
 `convnext.py`; LPIPS: `lpips.py`). The engine does the rest, the same way for all of them:
 
 - torch -> ours (`to_params`): every torch key is used (a few named ones may be ignored, such
-  as BatchNorm counters), every parameter of the model is filled, every shape is checked before
-  anything is converted, and values are cast to the model's dtypes;
+  as BatchNorm counters, and are never read), every parameter of the model is filled, every
+  shape is checked before any value is read (values may be `torch_format.LazyTensor`s, read one
+  at a time), and values are cast to the model's dtypes;
 - ours -> torch (`to_state_dict`): every parameter has a row and every row a parameter; the
   state dict comes out in the table's order.
 Anything else is a `ConversionError` naming the keys (the first eight, and how many more).
@@ -22,10 +23,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from alitok_jax import errors
 from alitok_jax.tree_util import Path, flatten, unflatten
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError, ValueError):
   """A checkpoint does not match the model it is converted to or from."""
 
 
@@ -118,22 +120,36 @@ class KeyTable:
       raise ConversionError(f'internal: the key table of {self.what} names parameters the '
                             f'model lacks: {describe(".".join(p) for p in table - ours)}')
 
-  def convert(self, state_dict: Mapping[str, Any], abstract_params: Mapping[Any, Any],
-              source: str) -> dict[Path, np.ndarray]:
-    """torch -> ours for this table's rows: {our path: array}, keys and shapes checked first."""
+  def check(self, state_dict: Mapping[str, Any], abstract_params: Mapping[Any, Any],
+            source: str) -> list[tuple[Row, Path, Any]]:
+    """Checks keys and every shape without reading any value: (row, our path, abstract leaf)."""
     self.check_keys(state_dict, source)
     flat = flatten(abstract_params)
     self._check_paths(flat)
     by_path = {_str_path(p): (p, leaf) for p, leaf in flat.items()}
-    out = {}
+    plan = []
     for row in self.rows:
       path, target = by_path[_str_path(row.path)]
-      value = np.asarray(state_dict[row.key])
-      expected = row.hook.to_torch(np.empty(tuple(target.shape), np.bool_)).shape
-      if value.shape != expected:
-        raise ConversionError(f'{source}: {row.key} has shape {list(value.shape)}, {self.what} '
+      shape = tuple(np.shape(state_dict[row.key]))  # `.shape` of arrays and LazyTensors
+      # The torch layout of the target's shape, from a zero-stride array (no memory).
+      expected = row.hook.to_torch(np.broadcast_to(np.False_, tuple(target.shape))).shape
+      if shape != expected:
+        raise ConversionError(f'{source}: {row.key} has shape {list(shape)}, {self.what} '
                               f'expects {list(expected)}')
-      out[path] = np.ascontiguousarray(row.hook.to_ours(value)).astype(target.dtype)
+      plan.append((row, path, target))
+    return plan
+
+  def convert(self, state_dict: Mapping[str, Any], abstract_params: Mapping[Any, Any],
+              source: str) -> dict[Path, np.ndarray]:
+    """torch -> ours for this table's rows: {our path: array}. Keys and shapes are all checked
+    first (`check`); then each value is read (a `LazyTensor` only now) and converted in turn."""
+    out = {}
+    for row, path, target in self.check(state_dict, abstract_params, source):
+      given = state_dict[row.key]
+      value = np.ascontiguousarray(row.hook.to_ours(np.asarray(given)), dtype=target.dtype)
+      if isinstance(given, np.ndarray) and np.may_share_memory(value, given):
+        value = value.copy()  # never alias the caller's arrays (a LazyTensor's are its own)
+      out[path] = value
     return out
 
   def to_params(self, state_dict: Mapping[str, Any], abstract_params: Mapping[Any, Any],

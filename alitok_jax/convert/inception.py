@@ -66,9 +66,10 @@ def infer_config(sd: Mapping[str, np.ndarray], source: str = 'checkpoint') -> In
     raise ConversionError(
         f'{source} is torchvision\'s ImageNet Inception-v3 (it has AuxLogits), not the FID '
         f'Inception: FID, IS and precision/recall need {WEIGHTS_FILE} ({WEIGHTS_URL})')
-  classes = tuple(sd['fc.weight'].shape)[0]
+  shape = tuple(sd['fc.weight'].shape)  # shapes only: the converter has read nothing yet
+  classes = shape[0] if len(shape) == 2 else None
   if classes != FID_NUM_CLASSES:
     raise ConversionError(
-        f'{source}: the classifier has {classes} classes; the FID Inception has '
-        f'{FID_NUM_CLASSES} ({WEIGHTS_FILE}, {WEIGHTS_URL})')
+        f'{source}: the classifier (fc.weight {list(shape)}) has {classes} classes; the FID '
+        f'Inception has {FID_NUM_CLASSES} ({WEIGHTS_FILE}, {WEIGHTS_URL})')
   return InceptionConfig(num_classes=classes)

@@ -72,9 +72,14 @@ def _file_tables() -> tuple[engine.KeyTable, engine.KeyTable]:
 
 def to_params(vgg: Mapping[str, np.ndarray], lin: Mapping[str, np.ndarray], *,
               vgg_source: str = VGG16_FILE, lin_source: str = LIN_FILE) -> dict[str, Any]:
-  """(torchvision VGG16 state dict, lpips v0.1 lin state dict) -> our nested numpy params."""
+  """(torchvision VGG16 state dict, lpips v0.1 lin state dict) -> our nested numpy params.
+
+  Both files' keys and shapes are checked before any value of either is read (values may be
+  `torch_format.LazyTensor`s)."""
   abstract = build.abstract_params(LPIPSConfig())
   vgg_table, lin_table = _file_tables()
+  vgg_table.check(vgg, abstract, vgg_source)
+  lin_table.check(lin, abstract, lin_source)
   flat = {**vgg_table.convert(vgg, abstract, vgg_source),
           **lin_table.convert(lin, abstract, lin_source)}
   return unflatten(flat)
@@ -90,10 +95,10 @@ def to_state_dicts(params: Mapping[str, Any]) -> tuple[dict[str, np.ndarray],
 
 def convert(vgg_path: str | os.PathLike, lin_path: str | os.PathLike, dst: str | os.PathLike, *,
             overwrite: bool = False) -> LPIPSConfig:
-  """Reads both files (zip or legacy torch.save, in either order) and writes an LPIPS model
-  directory."""
-  vgg = state_dict.read_state_dict(vgg_path)
-  lin = state_dict.read_state_dict(lin_path)
+  """Reads both files (zip or legacy torch.save, in either order; lazily: only the tensors of
+  LPIPS, once every shape is checked) and writes an LPIPS model directory."""
+  vgg = state_dict.read_state_dict(vgg_path, lazy=True)
+  lin = state_dict.read_state_dict(lin_path, lazy=True)
   if is_lin(vgg) and is_vgg16(lin):  # given the other way round
     (vgg, vgg_path), (lin, lin_path) = (lin, lin_path), (vgg, vgg_path)
   config = LPIPSConfig()

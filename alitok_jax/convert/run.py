@@ -1,8 +1,9 @@
 """Converts between PyTorch checkpoints and this package's model directories, both ways.
 
-torch -> JAX: read the `torch.save` file without PyTorch and find its state dict
-(`state_dict.read_state_dict`), detect the model and its sizes (`detect`), apply the model's key
-table strictly (`engine.KeyTable`, from `key_table`), and write a model directory
+torch -> JAX: load the `torch.save` file lazily without PyTorch and find its state dict
+(`state_dict.read_state_dict`), detect the model and its sizes from shapes and refuse absurd ones
+(`detect`), apply the model's key table strictly (`engine.KeyTable`, from `key_table`: every key
+and shape checked, then each tensor read in turn), and write a model directory
 (`checkpoint.save_model_dir`): Orbax params + config.json. LPIPS reads two files
 (`lpips_to_model_dir`).
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from alitok_jax import checkpoint
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, engine, keys, torch_format
+from alitok_jax.convert import detect, engine, keys, torch_writer
 from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert import lpips as lpips_keys
 from alitok_jax.convert.state_dict import read_state_dict
@@ -78,22 +79,35 @@ def key_table(config: Any, params: Mapping[Any, Any]) -> engine.KeyTable:
 def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
                        encoder_heads: int | None = None, decoder_heads: int | None = None,
                        overwrite: bool = False) -> ConversionReport:
-  """Converts a torch checkpoint file into a model directory."""
-  sd = read_state_dict(src)
+  """Converts a torch checkpoint file into a model directory.
+
+  The file is loaded lazily; the model is detected from shapes and its size bounded (`detect`),
+  every key and shape is checked against it, and only then is each tensor read, in turn.
+  """
+  source = str(src)
+  sd = read_state_dict(src, lazy=True)
   config = detect.infer_config(sd, encoder_heads=encoder_heads, decoder_heads=decoder_heads,
-                               source=str(src))
+                               source=source)
   abstract = build.abstract_params(config)
-  params = key_table(config, abstract).to_params(sd, abstract, source=str(src))
+  num_params = detect.check_size(config, abstract, source)
+  table = key_table(config, abstract)
+  table.check(sd, abstract, source)
+  _check_buffers(sd, config, source)
+  params = table.to_params(sd, abstract, source=source)
   buffers = keys.split_buffers(sd)
-  usage = buffers.get('codebook_usage')
+  checkpoint.save_model_dir(dst, config, params, codebook_usage=buffers.get('codebook_usage'),
+                            overwrite=overwrite,
+                            metadata={'converted_from': os.path.basename(source)})
+  return ConversionReport('torch->jax', source, str(dst), config, num_params, tuple(buffers))
+
+
+def _check_buffers(sd: Mapping[str, Any], config: Any, source: str) -> None:
+  """The optional buffers' shapes (`keys.OPTIONAL_BUFFERS`), checked before any is read."""
+  usage = sd.get('quantize.embed_prob')
   if usage is not None and (not isinstance(config, TokenizerConfig)
-                            or usage.shape != (config.codebook_size,)):
-    raise engine.ConversionError(f'{src}: quantize.embed_prob has shape {list(usage.shape)}, '
+                            or tuple(usage.shape) != (config.codebook_size,)):
+    raise engine.ConversionError(f'{source}: quantize.embed_prob has shape {list(usage.shape)}, '
                                  'expected one entry per code')
-  checkpoint.save_model_dir(dst, config, params, codebook_usage=usage, overwrite=overwrite,
-                            metadata={'converted_from': os.path.basename(str(src))})
-  return ConversionReport('torch->jax', str(src), str(dst), config, build.count_params(config),
-                          tuple(buffers))
 
 
 def lpips_to_model_dir(vgg: str | os.PathLike, lin: str | os.PathLike, dst: str | os.PathLike, *,
@@ -128,7 +142,7 @@ def model_dir_to_torch(src: str | os.PathLike, dst: str | os.PathLike, *,
     sd['quantize.embed_prob'] = usage
     extras = ('codebook_usage',)
   dst_path.parent.mkdir(parents=True, exist_ok=True)
-  torch_format.save_torch_state_dict(dst_path, sd)
+  torch_writer.save_torch_state_dict(dst_path, sd)
   return ConversionReport('jax->torch', str(src), str(dst), config, build.count_params(config),
                           extras)
 

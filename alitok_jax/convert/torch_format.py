@@ -1,4 +1,4 @@
-"""Read and write PyTorch `torch.save` checkpoints without PyTorch.
+"""Read PyTorch `torch.save` checkpoints without PyTorch (`torch_writer.py` writes them).
 
 `load_torch_file` reads the zip format written by `torch.save` (torch >= 1.6): a zip holding
 `<archive>/data.pkl` (a protocol-2 pickle describing the object) and `<archive>/data/<key>`
@@ -6,30 +6,34 @@
 knows how to rebuild tensors and plain containers, so no code from the file can run; every tensor
 comes back as a numpy array (bfloat16 and float8 via `ml_dtypes`).
 
-`save_torch_state_dict` writes a flat `{name: array}` mapping in the same format, with the
-pickle opcodes written by hand (the standard Pickler cannot name torch functions without torch
-imported) and every entry's data 64-byte aligned like torch does, so the result loads with
-`torch.load(path)` (`weights_only=True`) and `torch.load(path, mmap=True)`.
+Memory is bounded by what is read, never by what a file declares: tensors are first
+`LazyTensor`s (shape and dtype), each layout is checked against the bytes its storage entry
+really holds, and then (unless `lazy=True`) each is read on its own, in chunks, inflating nothing
+beyond what it needs. Unpickling is bounded too (`_check_opcodes`, `_plain_globals`). The
+converter loads lazily and reads only after checking every key and shape against the model.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
+import math
 import os
 import pickle
-import secrets
-import struct
+import pickletools
 import zipfile
-from typing import Any, BinaryIO, Mapping, NamedTuple
+from typing import Any, BinaryIO, Iterator, Mapping, NamedTuple
 
 import ml_dtypes
 import numpy as np
 
-__all__ = ['TorchFormatError', 'load_torch_file', 'save_torch_state_dict']
+from alitok_jax import errors
+
+__all__ = ['LazyTensor', 'TorchFormatError', 'load_torch_file']
 
 
-class TorchFormatError(ValueError):
+class TorchFormatError(errors.UserError, ValueError):
   """A file is not a checkpoint this module can read (or a state dict it cannot write)."""
 
 
@@ -54,6 +58,19 @@ _STORAGE_NAMES: dict[np.dtype, str] = {dtype: name for name, dtype in _STORAGE_D
 _LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, 'little')
 _ALIGNMENT = 64  # torch's storage alignment inside the zip
 _ARCHIVE = 'archive'
+# Unpickling's bounds (data.pkl; torch_legacy's pickles too). State-dict pickles are well under
+# 1 MiB: the AR B's (268 tensors) is 44 KB of 6,700 opcodes. Each opcode makes at most one object
+# of at most ~250 bytes, and the allowed callables that copy (`set`, `_codecs.encode` ...) may copy
+# `_MAX_PICKLE_COPIES` items in all, so unpickling takes at most ~100 MB.
+_MAX_PICKLE_BYTES = 16 << 20
+_MAX_PICKLE_OPS = 1 << 18
+_MAX_PICKLE_COPIES = 1 << 20
+_MAX_NDIM = 64  # torch's own limit on tensor dimensions
+# A tensor may have more elements than its storage (a stride-0 `expand()`) only up to this size.
+_MAX_BROADCAST_BYTES = 64 << 10
+_CHUNK_BYTES = 4 << 20  # storages are read (and inflated) this much at a time
+# Compressions whose inflation `zipfile` bounds per read (bzip2 and lzma inflate a whole chunk).
+_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 # Stand-ins for what the pickle may name. Being tuples they have no __dict__ and no
@@ -79,12 +96,184 @@ class _Storage(NamedTuple):
 
 
 def _index_tuple(value: Any, what: str) -> tuple[int, ...]:
-  """Checks that a pickled size/stride is a tuple of non-negative ints."""
-  ok = isinstance(value, (tuple, list)) and all(
+  """Checks that a pickled size/stride is a tuple of at most 64 non-negative ints."""
+  ok = isinstance(value, (tuple, list)) and len(value) <= _MAX_NDIM and all(
       isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
   if not ok:
     raise TorchFormatError(f'tensor {what} {value!r} is not a tuple of non-negative ints')
   return tuple(value)
+
+
+def _is_c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+  """Whether element strides are row-major for `shape` (dims of size 1 have any stride)."""
+  expected = 1
+  for n, s in zip(reversed(shape), reversed(strides)):
+    if n != 1 and s != expected:
+      return False
+    expected *= n
+  return True
+
+
+class LazyTensor:
+  """A checkpoint tensor not read yet: `shape`, `dtype`, `ndim`, `size` and `nbytes` only.
+
+  `read()` (or `np.asarray(t)`) reads it into one new C-contiguous, writable array, reading only
+  the bytes it spans. The loaders `check` every tensor before handing any out, so its layout is
+  known to lie inside the bytes its storage really holds. `storages` is the file's storage
+  reader (`size(location)`, `read(location, start, nbytes)`, `where`).
+  """
+
+  __hash__ = None  # type: ignore[assignment]  # like an ndarray: no set member, no dict key
+  __slots__ = ('dtype', 'shape', 'element_strides', 'offset', 'ndim', 'size', 'nbytes', 'name',
+               '_storages', '_location', '_storage_bytes', '_checked')
+
+  def __init__(self, storages: Any, location: Any, storage_bytes: int, dtype: np.dtype,
+               offset: Any, size: Any, stride: Any) -> None:
+    shape, strides = _index_tuple(size, 'size'), _index_tuple(stride, 'stride')
+    if len(shape) != len(strides) or not isinstance(offset, int) or offset < 0:
+      raise TorchFormatError(f'bad tensor layout: offset {offset!r}, {size!r}, {stride!r}')
+    self.dtype, self.shape, self.element_strides, self.offset = dtype, shape, strides, offset
+    self.ndim, self.size = len(shape), math.prod(shape)
+    self.nbytes = self.size * dtype.itemsize
+    self._storages, self._location, self._storage_bytes = storages, location, storage_bytes
+    self.name: str | None = None
+    self._checked = False
+
+  def __repr__(self) -> str:
+    return f'LazyTensor({self.name}, shape={self.shape}, dtype={self.dtype})'
+
+  def __setstate__(self, state: Any) -> None:  # a pickle BUILD must not rewrite a checked layout
+    raise TorchFormatError('the pickle tries to set attributes of a tensor')
+
+  def _last(self) -> int:
+    """The storage item of the tensor's last element."""
+    return self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.element_strides))
+
+  def check(self, name: str) -> None:
+    """Checks the layout against the bytes the storage holds; TorchFormatError naming `name`."""
+    self.name, what = name, f'tensor {name}'
+    try:
+      stored = self._storages.size(self._location)
+    except TorchFormatError as exc:  # a missing, truncated or unbounded storage entry
+      raise TorchFormatError(f'{what}: {exc}') from None
+    if stored < self._storage_bytes:
+      raise TorchFormatError(f'{what} is truncated: its storage holds {stored} bytes, the pickle '
+                             f'declares {self._storage_bytes}')
+    itemsize = self.dtype.itemsize
+    if self._storage_bytes % itemsize:
+      raise TorchFormatError(f'{what}: a storage of {self._storage_bytes} bytes does not hold '
+                             f'{self.dtype} items')
+    items = self._storage_bytes // itemsize
+    if self.size and self._last() >= items:  # never let as_strided read past the storage
+      raise TorchFormatError(f'{what} of size {self.shape} stride {self.element_strides} offset '
+                             f'{self.offset} overruns its storage of {items} items')
+    if self.size > items and self.nbytes > _MAX_BROADCAST_BYTES:
+      raise TorchFormatError(f'{what} of size {self.shape} has {self.size} elements but its '
+                             f'storage only {items} (a stride-0 broadcast); real state dicts '
+                             'never have one, so the file is corrupt or hostile')
+    self._checked = True
+
+  def read(self) -> np.ndarray:
+    """The tensor as a C-contiguous numpy array (TorchFormatError naming file and tensor)."""
+    if not self._checked:
+      self.check(self.name or '(unnamed)')
+    if self.size == 0:
+      return np.empty(self.shape, self.dtype)
+    itemsize = self.dtype.itemsize
+    contiguous = _is_c_contiguous(self.shape, self.element_strides)
+    span = self.size if contiguous else self._last() - self.offset + 1
+    where = f'cannot load checkpoint {self._storages.where}: tensor {self.name}'
+    try:
+      raw = self._storages.read(self._location, self.offset * itemsize, span * itemsize)
+    except TorchFormatError as exc:
+      raise TorchFormatError(f'{where}: {exc}') from None
+    except Exception as exc:  # zlib, CRC or I/O errors: a corrupt or truncated file
+      raise TorchFormatError(f'{where}: the file is corrupt or truncated '
+                             f'({type(exc).__name__}: {exc})') from exc
+    flat = raw.view(self.dtype)
+    if contiguous:
+      return flat.reshape(self.shape)
+    view = np.lib.stride_tricks.as_strided(
+        flat, shape=self.shape, strides=[s * itemsize for s in self.element_strides])
+    return view.copy()  # C-contiguous, writable, owns its memory
+
+  def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    array = self.read()
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def _read_chunks(f: BinaryIO, skip: int, nbytes: int, what: str) -> np.ndarray:
+  """Skips `skip` bytes of `f`, then reads exactly `nbytes`, a chunk at a time."""
+  while skip > 0:
+    skipped = len(f.read(min(skip, _CHUNK_BYTES)))
+    if not skipped:
+      raise TorchFormatError(f'{what} is truncated: it ends {skip} bytes before the tensor starts')
+    skip -= skipped
+  out = np.empty(nbytes, np.uint8)
+  view, got = memoryview(out), 0
+  while got < nbytes:
+    n = f.readinto(view[got : got + _CHUNK_BYTES])
+    if not n:
+      raise TorchFormatError(f'{what} is truncated: it has {got} of the {nbytes} bytes to read')
+    got += n
+  return out
+
+
+def _check_entry(info: zipfile.ZipInfo, file_size: int) -> None:
+  """Refuses zip entries that could inflate unboundedly, or that end past the file."""
+  if info.compress_type not in _COMPRESSIONS or info.flag_bits & 1:
+    raise TorchFormatError(f'entry {info.filename!r} is encrypted or compressed with method '
+                           f'{info.compress_type}; torch.save writes stored entries')
+  if info.header_offset + info.compress_size > file_size:
+    raise TorchFormatError(f'entry {info.filename!r} is truncated: it ends past the end of the '
+                           'file')
+  if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+    raise TorchFormatError(f'entry {info.filename!r} is corrupt: stored with {info.compress_size} '
+                           f'bytes but declares {info.file_size}')
+
+
+class _ZipStorages:
+  """The storages (`<prefix>data/<key>`) of one zip checkpoint: sizes and chunked reads.
+
+  Uses `zf` while the loader holds it open; after `release()` each read opens the file again.
+  """
+
+  def __init__(self, where: str, prefix: str, zf: zipfile.ZipFile) -> None:
+    self.where, self._prefix, self._zf = where, prefix, zf
+    self._file_size = os.path.getsize(where)
+
+  def release(self) -> None:
+    self._zf = None
+
+  @contextlib.contextmanager
+  def _archive(self) -> Iterator[zipfile.ZipFile]:
+    if self._zf is not None:
+      yield self._zf
+    else:
+      with zipfile.ZipFile(self.where) as zf:
+        yield zf
+
+  def _info(self, zf: zipfile.ZipFile, key: str) -> zipfile.ZipInfo:
+    name = f'{self._prefix}data/{key}'
+    try:
+      info = zf.getinfo(name)
+    except KeyError:
+      raise TorchFormatError(f'the checkpoint is incomplete: storage entry {name!r} is missing '
+                             '(truncated or corrupt file?)') from None
+    _check_entry(info, self._file_size)
+    return info
+
+  def size(self, key: str) -> int:
+    """The bytes entry `data/<key>` holds (its declared uncompressed size)."""
+    with self._archive() as zf:
+      return self._info(zf, key).file_size
+
+  def read(self, key: str, start: int, nbytes: int) -> np.ndarray:
+    """Bytes [start, start + nbytes) of entry `data/<key>`; inflates nothing beyond them."""
+    with self._archive() as zf:
+      info = self._info(zf, key)
+      with zf.open(info) as f:
+        return _read_chunks(f, start, nbytes, f'storage {info.filename!r}')
 
 
 def _latin1_encode(text: Any, encoding: Any = 'latin1') -> bytes:
@@ -94,22 +283,51 @@ def _latin1_encode(text: Any, encoding: Any = 'latin1') -> bytes:
   return text.encode('latin1')
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Unpickles `data.pkl`, resolving only tensor rebuilds and plain container globals."""
+def _check_opcodes(f: BinaryIO, where: str) -> None:
+  """Refuses a pickle of more than `_MAX_PICKLE_OPS` opcodes (read from `f`'s position, which
+  is then restored): a few bytes of opcodes can make hundreds of bytes of objects each."""
+  start = f.tell()
+  for count, _ in enumerate(pickletools.genops(f), 1):
+    if count > _MAX_PICKLE_OPS:
+      raise TorchFormatError(f'cannot load checkpoint {where}: its pickle has more than '
+                             f'{_MAX_PICKLE_OPS} opcodes, far more than a state dict needs')
+  f.seek(start)
 
-  def __init__(self, data: bytes, zf: zipfile.ZipFile, prefix: str, where: str) -> None:
-    super().__init__(io.BytesIO(data))
-    self._zf, self._prefix, self._where = zf, prefix, where
-    self._bytes: dict[str, bytes] = {}  # storage key -> raw bytes (storages can be shared)
+
+def _plain_globals(where: str) -> dict[str, Any]:
+  """The container globals a pickle may call, each charged against one `_MAX_PICKLE_COPIES`
+  budget for what it copies (a memoised argument could otherwise be copied without bound)."""
+  left = [_MAX_PICKLE_COPIES]
+
+  def charged(fn: Any) -> Any:
+    def call(*args: Any) -> Any:
+      left[0] -= sum(len(a) for a in args if hasattr(a, '__len__'))
+      if left[0] < 0:
+        raise TorchFormatError(f'cannot load checkpoint {where}: its pickle copies more than '
+                               f'{_MAX_PICKLE_COPIES} items, far more than a state dict needs')
+      return fn(*args)
+    return call
+
+  return {'collections.OrderedDict': charged(collections.OrderedDict),
+          'builtins.set': charged(set), 'builtins.frozenset': charged(frozenset),
+          '_codecs.encode': charged(_latin1_encode)}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+  """Unpickles `data.pkl`, resolving only tensor rebuilds (to `LazyTensor`s) and plain container
+  globals."""
+
+  def __init__(self, data: bytes, storages: _ZipStorages, where: str) -> None:
+    stream = io.BytesIO(data)
+    _check_opcodes(stream, where)
+    super().__init__(stream)
+    self._storages, self._where = storages, where
     self._allowed: dict[str, Any] = {
-        'collections.OrderedDict': collections.OrderedDict,
         'torch._utils._rebuild_tensor_v2': self._rebuild_tensor_v2,
         'torch._utils._rebuild_tensor_v3': self._rebuild_tensor_v3,
-        'torch._utils._rebuild_parameter': self._rebuild_parameter,
+        'torch._utils._rebuild_parameter': _rebuild_parameter,
         'torch.storage.UntypedStorage': _StorageType(np.dtype(np.uint8)),
-        'builtins.set': set,
-        'builtins.frozenset': frozenset,
-        '_codecs.encode': _latin1_encode,
+        **_plain_globals(where),
     }
     self._allowed.update({f'torch.{n}': _StorageType(d) for n, d in _STORAGE_DTYPES.items()})
     self._allowed.update({f'torch.{n}': _DType(d) for n, d in _V3_DTYPES.items()})
@@ -133,70 +351,90 @@ class _RestrictedUnpickler(pickle.Unpickler):
       raise TorchFormatError(f'malformed storage reference {pid!r}')
     return _Storage(key, storage_type.dtype, numel)
 
-  def _storage_bytes(self, storage: _Storage) -> bytes:
-    """Raw bytes of `data/<key>`, read once per key and checked against its size."""
-    if storage.key not in self._bytes:
-      name = f'{self._prefix}data/{storage.key}'
-      try:
-        data = self._zf.read(name)
-      except KeyError:
-        raise TorchFormatError(f'checkpoint {self._where} is incomplete: storage entry '
-                               f'{name!r} is missing (truncated or corrupt file?)') from None
-      needed = storage.numel * storage.dtype.itemsize
-      if len(data) < needed:
-        raise TorchFormatError(f'checkpoint {self._where} is truncated: storage {name!r} has '
-                               f'{len(data)} bytes, expected {needed}')
-      self._bytes[storage.key] = data[:needed] if len(data) > needed else data
-    return self._bytes[storage.key]
-
   def _tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
-              dtype: np.dtype) -> np.ndarray:
-    """Views the storage with (offset, size, stride) in elements of `dtype`; copies it."""
+              dtype: np.dtype) -> LazyTensor:
     if not isinstance(storage, _Storage):
       raise TorchFormatError(f'tensor rebuild got {type(storage).__name__}, not a storage')
-    shape, strides = _index_tuple(size, 'size'), _index_tuple(stride, 'stride')
-    if len(shape) != len(strides) or not isinstance(offset, int) or offset < 0:
-      raise TorchFormatError(f'bad tensor layout: offset {offset!r}, {size!r}, {stride!r}')
-    raw = self._storage_bytes(storage)
-    if len(raw) % dtype.itemsize:
-      raise TorchFormatError(f'storage of {len(raw)} bytes does not hold {dtype} items')
-    flat = np.frombuffer(raw, dtype=dtype)
-    if 0 in shape:
-      return np.empty(shape, dtype=dtype)
-    last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
-    if last >= flat.size:  # would read past the storage: never let as_strided do that
-      raise TorchFormatError(f'tensor of size {shape} stride {strides} offset {offset} '
-                             f'overruns its storage of {flat.size} items')
-    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=shape,
-                                           strides=[s * dtype.itemsize for s in strides])
-    return view.copy()  # C-contiguous, writable, owns its memory
+    return LazyTensor(self._storages, storage.key, storage.numel * storage.dtype.itemsize, dtype,
+                      offset, size, stride)
 
   # Signatures mirror torch._utils; requires_grad, hooks and metadata are dropped.
   def _rebuild_tensor_v2(self, storage: Any, offset: Any, size: Any, stride: Any,
-                         *_grad_hooks_metadata: Any) -> np.ndarray:
+                         *_grad_hooks_metadata: Any) -> LazyTensor:
     dtype = storage.dtype if isinstance(storage, _Storage) else np.dtype(np.uint8)
     return self._tensor(storage, offset, size, stride, dtype)
 
   def _rebuild_tensor_v3(self, storage: Any, offset: Any, size: Any, stride: Any,
                          _requires_grad: Any, _hooks: Any, dtype: Any,
-                         *_metadata: Any) -> np.ndarray:
+                         *_metadata: Any) -> LazyTensor:
     if not isinstance(dtype, _DType):
       raise TorchFormatError(f'unsupported tensor dtype {dtype!r}')
     return self._tensor(storage, offset, size, stride, dtype.dtype)
 
-  @staticmethod
-  def _rebuild_parameter(data: Any, *_grad_hooks: Any) -> np.ndarray:
-    if not isinstance(data, np.ndarray):
-      raise TorchFormatError(f'Parameter wraps {type(data).__name__}, not a tensor')
-    return data
+
+def _rebuild_parameter(data: Any, *_grad_hooks: Any) -> LazyTensor:
+  """`torch._utils._rebuild_parameter`: a Parameter is its tensor here."""
+  if not isinstance(data, LazyTensor):
+    raise TorchFormatError(f'Parameter wraps {type(data).__name__}, not a tensor')
+  return data
 
 
-def load_torch_file(path: str | os.PathLike[str]) -> Any:
+def _named_tensors(obj: Any, name: str = '') -> Iterator[tuple[str, LazyTensor]]:
+  """Every LazyTensor inside dicts, lists and tuples, with its dotted path ('model_state.w')."""
+  if isinstance(obj, LazyTensor):
+    yield name or '(the whole object)', obj
+    return
+  if isinstance(obj, Mapping):
+    items = obj.items()
+  elif isinstance(obj, (list, tuple)):
+    items = enumerate(obj)
+  else:
+    return
+  for key, value in items:
+    yield from _named_tensors(value, f'{name}.{key}' if name else str(key))
+
+
+def _check_tensors(obj: Any) -> None:
+  """Checks every tensor's layout against its storage (nothing is read)."""
+  for name, tensor in _named_tensors(obj):
+    tensor.check(name)
+
+
+def _materialise(obj: Any) -> Any:
+  """`obj` with every LazyTensor read, one at a time (dicts and lists are updated in place)."""
+  if isinstance(obj, LazyTensor):
+    return obj.read()
+  if isinstance(obj, dict):
+    for key, value in obj.items():
+      obj[key] = _materialise(value)
+  elif isinstance(obj, list):
+    obj[:] = [_materialise(v) for v in obj]
+  elif type(obj) is tuple:
+    return tuple(_materialise(v) for v in obj)
+  return obj
+
+
+def _read_capped(zf: zipfile.ZipFile, name: str, cap: int, where: str) -> bytes:
+  """A small entry (`data.pkl`, `byteorder`), refused beyond `cap` bytes."""
+  info = zf.getinfo(name)
+  _check_entry(info, os.path.getsize(where))
+  data = b''
+  if info.file_size <= cap:
+    with zf.open(info) as f:
+      data = f.read(cap + 1)
+  if info.file_size > cap or len(data) > cap:
+    raise TorchFormatError(f'cannot load checkpoint {where}: {name} is larger than {cap} bytes, '
+                           'far more than a state-dict pickle needs (they are well under 1 MiB)')
+  return data
+
+
+def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
   """Loads a `torch.save` zip checkpoint with every tensor as a numpy array.
 
   Returns the pickled structure (dicts, OrderedDicts, lists, numbers, strings ...) unchanged
   except that tensors and Parameters become C-contiguous numpy arrays of the same dtype and
-  shape. Raises TorchFormatError, naming the file, for anything else: a missing, truncated,
+  shape, or with `lazy=True` `LazyTensor`s: shapes and dtypes, layouts checked, nothing read.
+  Raises TorchFormatError, naming the file, for anything else: a missing, truncated,
   corrupt, legacy-format or big-endian file, or a pickle that refers to any other global.
   """
   where = os.fspath(path)
@@ -217,7 +455,12 @@ def load_torch_file(path: str | os.PathLike[str]) -> Any:
              else 'it is not a zip archive, so not a checkpoint written by torch.save')
       raise TorchFormatError(f'cannot load checkpoint {where}: {why}')
     with zipfile.ZipFile(where) as zf:
-      return _load_zip(zf, where)
+      obj, storages = _load_zip(zf, where)
+      try:
+        _check_tensors(obj)
+        return obj if lazy else _materialise(obj)
+      finally:
+        storages.release()
   except TorchFormatError as exc:  # add the file name where a nested check left it out
     if where in str(exc):
       raise
@@ -227,8 +470,8 @@ def load_torch_file(path: str | os.PathLike[str]) -> Any:
                            f'({type(exc).__name__}: {exc})') from exc
 
 
-def _load_zip(zf: zipfile.ZipFile, where: str) -> Any:
-  """Finds `<archive>/data.pkl`, checks the byte order and unpickles."""
+def _load_zip(zf: zipfile.ZipFile, where: str) -> tuple[Any, _ZipStorages]:
+  """Finds `<archive>/data.pkl`, checks the byte order and unpickles (tensors stay lazy)."""
   names = zf.namelist()
   pickles = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
   pickles += [n for n in names if n == 'data.pkl']
@@ -237,121 +480,11 @@ def _load_zip(zf: zipfile.ZipFile, where: str) -> Any:
                            "torch checkpoint (no '<archive>/data.pkl' entry)")
   prefix = pickles[0][: -len('data.pkl')]
   if f'{prefix}byteorder' in names:  # absent in files from torch < 1.12: little-endian
-    order = zf.read(f'{prefix}byteorder').strip()
+    order = _read_capped(zf, f'{prefix}byteorder', 16, where).strip()
     if order != b'little':
       endian = order.decode(errors='replace')
       raise TorchFormatError(f'cannot load checkpoint {where}: its storages are {endian}-endian; '
                              'only little-endian checkpoints are supported')
-  return _RestrictedUnpickler(zf.read(pickles[0]), zf, prefix, where).load()
-
-
-# --- writing --------------------------------------------------------------------------------
-
-
-def _pickle_int(n: int) -> bytes:
-  if 0 <= n < 256:
-    return b'K' + bytes([n])  # BININT1
-  if -(2**31) <= n < 2**31:
-    return b'J' + struct.pack('<i', n)  # BININT
-  raw = n.to_bytes(n.bit_length() // 8 + 1, 'little', signed=True)
-  return b'\x8a' + bytes([len(raw)]) + raw  # LONG1
-
-
-def _pickle_str(s: str) -> bytes:
-  raw = s.encode('utf-8')
-  return b'X' + struct.pack('<I', len(raw)) + raw  # BINUNICODE
-
-
-def _pickle_global(module: str, name: str) -> bytes:
-  return b'c' + f'{module}\n{name}\n'.encode('ascii')  # GLOBAL
-
-
-def _pickle_tuple(items: list[bytes]) -> bytes:
-  return b'(' + b''.join(items) + b't'  # MARK ... TUPLE
-
-
-_EMPTY_ORDERED_DICT = _pickle_global('collections', 'OrderedDict') + b')R'  # OrderedDict()
-
-
-def _state_dict_pickle(tensors: list[tuple[str, np.ndarray, str]]) -> bytes:
-  """Protocol-2 pickle of `OrderedDict(name -> tensor)`; tensor `i` lives in `data/i`."""
-  out = [b'\x80\x02', _EMPTY_ORDERED_DICT, b'(']  # PROTO 2, the dict, MARK for SETITEMS
-  for i, (name, arr, storage_name) in enumerate(tensors):
-    # Contiguous strides in elements, as torch computes them (size-0 dims count as 1).
-    strides = [int(np.prod([max(n, 1) for n in arr.shape[d + 1 :]])) for d in range(arr.ndim)]
-    storage_id = _pickle_tuple([
-        _pickle_str('storage'), _pickle_global('torch', storage_name),
-        _pickle_str(str(i)), _pickle_str('cpu'), _pickle_int(arr.size),
-    ])
-    args = _pickle_tuple([
-        storage_id + b'Q',  # BINPERSID: the storage
-        _pickle_int(0),  # storage offset
-        _pickle_tuple([_pickle_int(n) for n in arr.shape]),
-        _pickle_tuple([_pickle_int(s) for s in strides]),
-        b'\x89',  # requires_grad False
-        _EMPTY_ORDERED_DICT,  # backward hooks
-    ])
-    out += [_pickle_str(name), _pickle_global('torch._utils', '_rebuild_tensor_v2'), args, b'R']
-  out.append(b'u.')  # SETITEMS, STOP
-  return b''.join(out)
-
-
-def _write_entry(zf: zipfile.ZipFile, f: BinaryIO, name: str, payload: bytes | np.ndarray) -> None:
-  """Writes one stored entry, its data 64-byte aligned by padding the local header's extra
-  field (id `FB`, filled with `Z`) exactly as torch does."""
-  data = payload if isinstance(payload, bytes) else payload.reshape(-1).view(np.uint8)
-  info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-  info.compress_type = zipfile.ZIP_STORED
-  info.file_size = len(data)
-  zip64 = len(data) * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own test: adds a 20-byte extra
-  header = 30 + len(name.encode('utf-8')) + 4 + (20 if zip64 else 0)
-  pad = -(f.tell() + header) % _ALIGNMENT  # zipfile writes the next header at f.tell()
-  info.extra = b'FB' + struct.pack('<H', pad) + b'Z' * pad
-  with zf.open(info, 'w', force_zip64=zip64) as dst:
-    for start in range(0, len(data), 1 << 26):  # 64 MiB at a time, no full copy
-      dst.write(data[start : start + (1 << 26)])
-
-
-def save_torch_state_dict(path: str | os.PathLike[str],
-                          state_dict: Mapping[str, np.ndarray]) -> None:
-  """Writes `{name: array}` so that `torch.load` gives `OrderedDict[str, Tensor]`.
-
-  Supported dtypes: float32/64, float16, bfloat16, int64/32/16/8, uint8 and bool. The file is
-  written to a temporary name next to `path` and then renamed over it.
-  """
-  tensors: list[tuple[str, np.ndarray, str]] = []
-  for name, value in state_dict.items():
-    if not isinstance(name, str):
-      raise TorchFormatError(f'state dict keys must be strings, got {name!r}')
-    arr = np.asarray(value)
-    if arr.dtype.byteorder == '>':  # storages are little-endian (as is every host we run on)
-      arr = arr.astype(arr.dtype.newbyteorder('<'))
-    storage_name = _STORAGE_NAMES.get(arr.dtype)
-    if storage_name is None:
-      raise TorchFormatError(f'cannot save {name!r}: dtype {arr.dtype} has no torch storage')
-    tensors.append((name, np.asarray(arr, order='C'), storage_name))
-
-  entries: list[tuple[str, bytes | np.ndarray]] = [
-      ('data.pkl', _state_dict_pickle(tensors)),
-      ('.format_version', b'1'),
-      ('.storage_alignment', str(_ALIGNMENT).encode()),
-      ('byteorder', b'little'),
-  ]
-  entries += [(f'data/{i}', arr) for i, (_, arr, _) in enumerate(tensors)]
-  entries.append(('version', b'3\n'))
-
-  target = os.fspath(path)
-  tmp = f'{target}.tmp.{os.getpid()}.{secrets.token_hex(4)}'
-  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, like open()
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED) as zf:
-        for entry, payload in entries:
-          _write_entry(zf, f, f'{_ARCHIVE}/{entry}', payload)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, target)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  storages = _ZipStorages(where, prefix, zf)
+  data = _read_capped(zf, pickles[0], _MAX_PICKLE_BYTES, where)
+  return _RestrictedUnpickler(data, storages, where).load(), storages

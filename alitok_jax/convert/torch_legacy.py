@@ -10,29 +10,34 @@ A legacy file is a sequence of pickles followed by raw storages (torch's `_legac
   the object (storages appear as persistent ids
     ('storage', storage class, key, location, numel, view or None)),
   the sorted list of storage keys, then per key: numel as int64 and numel items of raw data.
-The object pickle is run through a restricted unpickler that knows only tensor rebuilds and plain
-containers (the same list as `torch_format`); tensors stay placeholders until the storages behind
-the pickle have been read, then become C-contiguous numpy arrays.
+The pickles are read from at most the file's first `torch_format._MAX_PICKLE_BYTES`, their
+opcodes counted, and run through restricted unpicklers (the object's knows only tensor rebuilds
+and plain containers, the same list and bounds as `torch_format`). Tensors are `torch_format.LazyTensor`s: where each storage lies is
+computed from the declared sizes and checked against the file's size before anything is read,
+then every layout is checked against its storage, and only then (unless `lazy=True`) is each
+tensor read, on its own, in chunks.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
+import io
 import os
 import pickle
 import struct
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, Iterator, NamedTuple
 
 import numpy as np
 
 from alitok_jax.convert import torch_format
-from alitok_jax.convert.torch_format import TorchFormatError
+from alitok_jax.convert.torch_format import LazyTensor, TorchFormatError
 
 __all__ = ['is_legacy_file', 'load_any', 'load_legacy_torch_file']
 
 _MAGIC = 0x1950A86A20F9469CFC6C
 _PROTOCOL = 1001
 _DTYPES = torch_format._STORAGE_DTYPES  # 'FloatStorage' -> float32, ...
+_MAX_PICKLE_BYTES = torch_format._MAX_PICKLE_BYTES
 
 
 class _StorageType(NamedTuple):
@@ -48,21 +53,49 @@ class _Storage(NamedTuple):
   numel: int
 
 
-class _Pending(NamedTuple):
-  """A tensor whose storage bytes come after the pickle."""
+class _FileStorages:
+  """The root storages after the pickles: where each one's data starts, and chunked reads.
 
-  storage: _Storage
-  offset: int
-  size: tuple[int, ...]
-  stride: tuple[int, ...]
+  A tensor's location is (root key, byte offset of its storage view, bytes of the view).
+  """
 
+  def __init__(self, where: str) -> None:
+    self.where = where
+    self.starts: dict[str, int] = {}  # root key -> file offset of its data (set by `_layout`)
+    self._f: BinaryIO | None = None
 
-def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
-  ok = isinstance(value, (tuple, list)) and all(
-      isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-  if not ok:
-    raise TorchFormatError(f'tensor {what} {value!r} is not a tuple of non-negative ints')
-  return tuple(value)
+  @contextlib.contextmanager
+  def held(self) -> Iterator[None]:
+    """Keeps the file open for the reads inside the block."""
+    with open(self.where, 'rb') as f:
+      self._f = f
+      try:
+        yield
+      finally:
+        self._f = None
+
+  @contextlib.contextmanager
+  def _file(self) -> Iterator[BinaryIO]:
+    if self._f is not None:
+      yield self._f
+    else:
+      with open(self.where, 'rb') as f:
+        yield f
+
+  def size(self, location: tuple[str, int, int]) -> int:
+    return location[2]  # `_layout` has checked that every root storage lies inside the file
+
+  def read(self, location: tuple[str, int, int], start: int, nbytes: int) -> np.ndarray:
+    key, view_start, _ = location
+    with self._file() as f:
+      f.seek(self.starts[key] + view_start + start)
+      return torch_format._read_chunks(f, 0, nbytes, f'storage {key}')
+
+  def count(self, key: str) -> int:
+    """The item count written before root storage `key`'s data."""
+    with self._file() as f:
+      f.seek(self.starts[key] - 8)
+      return struct.unpack('<q', f.read(8))[0]
 
 
 class _PlainUnpickler(pickle.Unpickler):
@@ -73,20 +106,18 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 class _LegacyUnpickler(pickle.Unpickler):
-  """The object pickle: tensor rebuilds become `_Pending`, storages are recorded."""
+  """The object pickle: tensor rebuilds become `LazyTensor`s, storages are recorded."""
 
-  def __init__(self, f: BinaryIO, where: str):
+  def __init__(self, f: BinaryIO, where: str, storages: _FileStorages):
+    torch_format._check_opcodes(f, where)
     super().__init__(f)
-    self._where = where
+    self._where, self._storages = where, storages
     self.roots: dict[str, tuple[np.dtype, int]] = {}  # key -> (dtype, numel of the root storage)
     self._allowed: dict[str, Any] = {
-        'collections.OrderedDict': collections.OrderedDict,
         'torch._utils._rebuild_tensor': self._rebuild_tensor,
         'torch._utils._rebuild_tensor_v2': self._rebuild_tensor,
-        'torch._utils._rebuild_parameter': self._rebuild_parameter,
-        'builtins.set': set,
-        'builtins.frozenset': frozenset,
-        '_codecs.encode': torch_format._latin1_encode,
+        'torch._utils._rebuild_parameter': torch_format._rebuild_parameter,
+        **torch_format._plain_globals(where),
     }
     self._allowed.update({f'torch.{n}': _StorageType(d) for n, d in _DTYPES.items()})
 
@@ -117,77 +148,53 @@ class _LegacyUnpickler(pickle.Unpickler):
       raise TorchFormatError(f'malformed storage view {view!r} of a storage of {numel} items')
     return _Storage(key, storage_type.dtype, offset, view_numel)
 
-  @staticmethod
-  def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> _Pending:
+  def _rebuild_tensor(self, storage: Any, offset: Any, size: Any, stride: Any,
+                      *_rest: Any) -> LazyTensor:
     if not isinstance(storage, _Storage):
       raise TorchFormatError(f'tensor rebuild got {type(storage).__name__}, not a storage')
-    if not isinstance(offset, int) or offset < 0:
-      raise TorchFormatError(f'bad tensor storage offset {offset!r}')
-    size, stride = _int_tuple(size, 'size'), _int_tuple(stride, 'stride')
-    if len(size) != len(stride):
-      raise TorchFormatError(f'tensor size {size} and stride {stride} differ in length')
-    return _Pending(storage, offset, size, stride)
-
-  @staticmethod
-  def _rebuild_parameter(data: Any, *_rest: Any) -> Any:
-    if not isinstance(data, _Pending):
-      raise TorchFormatError(f'Parameter wraps {type(data).__name__}, not a tensor')
-    return data
+    itemsize = storage.dtype.itemsize
+    nbytes = storage.numel * itemsize
+    location = (storage.key, storage.offset * itemsize, nbytes)
+    return LazyTensor(self._storages, location, nbytes, storage.dtype, offset, size, stride)
 
 
-def _tensor(p: _Pending, roots: dict[str, np.ndarray]) -> np.ndarray:
-  flat = roots[p.storage.key][p.storage.offset:p.storage.offset + p.storage.numel]
-  if 0 in p.size:
-    return np.empty(p.size, flat.dtype)
-  last = p.offset + sum((n - 1) * s for n, s in zip(p.size, p.stride))
-  if last >= flat.size:  # never let as_strided read past the storage
-    raise TorchFormatError(f'tensor of size {p.size} stride {p.stride} offset {p.offset} '
-                           f'overruns its storage of {flat.size} items')
-  view = np.lib.stride_tricks.as_strided(flat[p.offset:], shape=p.size,
-                                         strides=[s * flat.itemsize for s in p.stride])
-  return view.copy()
+def _plain_load(head: BinaryIO, where: str) -> Any:
+  """One header pickle (opcodes counted first)."""
+  torch_format._check_opcodes(head, where)
+  return _PlainUnpickler(head).load()
 
 
-def _materialise(obj: Any, roots: dict[str, np.ndarray]) -> Any:
-  """Replaces every `_Pending` inside containers by its numpy array."""
-  if isinstance(obj, _Pending):
-    return _tensor(obj, roots)
-  if isinstance(obj, dict):
-    out = type(obj)() if type(obj) in (dict, collections.OrderedDict) else {}
-    for k, v in obj.items():
-      out[k] = _materialise(v, roots)
-    return out
-  if isinstance(obj, list):
-    return [_materialise(v, roots) for v in obj]
-  if isinstance(obj, tuple) and not hasattr(obj, '_fields'):
-    return tuple(_materialise(v, roots) for v in obj)
-  return obj
+def _read_pickles(head: BinaryIO, where: str, storages: _FileStorages) -> tuple[Any, Any, dict]:
+  """(the object, the storage key list, {root key: (dtype, numel)}) from the file's pickles."""
+  magic, protocol, sys_info = (_plain_load(head, where) for _ in range(3))
+  if magic != _MAGIC:
+    raise TorchFormatError(f'{where} is not a torch checkpoint (bad magic number)')
+  if protocol != _PROTOCOL:
+    raise TorchFormatError(f'{where}: unsupported legacy protocol version {protocol!r}')
+  if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
+    raise TorchFormatError(f'{where}: only little-endian checkpoints are supported')
+  unpickler = _LegacyUnpickler(head, where, storages)
+  obj = unpickler.load()
+  return obj, _plain_load(head, where), unpickler.roots
 
 
-def _read_storages(f: BinaryIO, keys: Any, recorded: dict[str, tuple[np.dtype, int]],
-                   where: str) -> dict[str, np.ndarray]:
+def _layout(keys: Any, roots: dict[str, tuple[np.dtype, int]], start: int, file_size: int,
+            where: str) -> dict[str, int]:
+  """Where each root storage's data starts; refuses a file too short to hold them all."""
   if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
     raise TorchFormatError(f'{where}: the storage key list is malformed')
-  if set(keys) != set(recorded):
+  if len(set(keys)) != len(keys) or set(keys) != set(roots):
     raise TorchFormatError(f'{where}: the storage list does not match the tensors '
-                           f'({len(keys)} listed, {len(recorded)} referenced)')
-  roots = {}
+                           f'({len(keys)} listed, {len(roots)} referenced)')
+  starts, end = {}, start
   for key in keys:
-    dtype, numel = recorded[key]
-    head = f.read(8)
-    if len(head) != 8:
-      raise TorchFormatError(f'{where} is truncated: storage {key} is missing')
-    stored = struct.unpack('<q', head)[0]
-    if stored != numel:
-      raise TorchFormatError(f'{where}: storage {key} holds {stored} items, its tensors '
-                             f'expect {numel}')
-    buf = np.empty(numel, dtype)
-    got = f.readinto(memoryview(buf.view(np.uint8)))
-    if got != buf.nbytes:
-      raise TorchFormatError(f'{where} is truncated: storage {key} has {got} of '
-                             f'{buf.nbytes} bytes')
-    roots[key] = buf
-  return roots
+    dtype, numel = roots[key]
+    starts[key] = end + 8  # after its int64 item count
+    end = starts[key] + numel * dtype.itemsize
+    if end > file_size:
+      raise TorchFormatError(f'{where} is truncated: storage {key} ({numel} {dtype} items) would '
+                             f'end at byte {end}, but the file has {file_size} bytes')
+  return starts
 
 
 def is_legacy_file(path: str | os.PathLike[str]) -> bool:
@@ -196,23 +203,47 @@ def is_legacy_file(path: str | os.PathLike[str]) -> bool:
     return torch_format._LEGACY_MAGIC in f.read(32)
 
 
-def load_legacy_torch_file(path: str | os.PathLike[str]) -> Any:
-  """Loads a legacy-format `torch.save` file; tensors come back as numpy arrays."""
+def _unpickle_head(where: str, storages: _FileStorages) -> tuple[Any, Any, dict, int]:
+  """The pickles from the file's first `_MAX_PICKLE_BYTES`: (object, storage keys, roots, the
+  offset where the storages begin)."""
+  with open(where, 'rb') as f:
+    raw = f.read(_MAX_PICKLE_BYTES)
+  head = io.BytesIO(raw)
+  try:
+    obj, keys, roots = _read_pickles(head, where, storages)
+  except TorchFormatError:
+    raise
+  except (EOFError, ValueError, pickle.UnpicklingError):  # out of bytes: cut off at the cap?
+    if len(raw) < _MAX_PICKLE_BYTES:
+      raise
+    raise TorchFormatError(f'cannot load checkpoint {where}: its pickles do not end within the '
+                           f'first {_MAX_PICKLE_BYTES} bytes, far more than a state dict needs '
+                           '(well under 1 MiB)') from None
+  return obj, keys, roots, head.tell()
+
+
+def _check_counts(storages: _FileStorages, roots: dict[str, tuple[np.dtype, int]],
+                  where: str) -> None:
+  """The item count written before each storage matches what its tensors declare."""
+  for key, (_, numel) in roots.items():
+    stored = storages.count(key)
+    if stored != numel:
+      raise TorchFormatError(f'{where}: storage {key} holds {stored} items, its tensors '
+                             f'expect {numel}')
+
+
+def load_legacy_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
+  """Loads a legacy-format `torch.save` file; tensors come back as numpy arrays, or with
+  `lazy=True` as `LazyTensor`s (layouts checked against the file, nothing read)."""
   where = os.fspath(path)
   try:
-    with open(where, 'rb') as f:
-      magic, protocol, sys_info = (_PlainUnpickler(f).load() for _ in range(3))
-      if magic != _MAGIC:
-        raise TorchFormatError(f'{where} is not a torch checkpoint (bad magic number)')
-      if protocol != _PROTOCOL:
-        raise TorchFormatError(f'{where}: unsupported legacy protocol version {protocol!r}')
-      if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
-        raise TorchFormatError(f'{where}: only little-endian checkpoints are supported')
-      unpickler = _LegacyUnpickler(f, where)
-      obj = unpickler.load()
-      keys = _PlainUnpickler(f).load()
-      roots = _read_storages(f, keys, unpickler.roots, where)
-    return _materialise(obj, roots)
+    storages = _FileStorages(where)
+    obj, keys, roots, end = _unpickle_head(where, storages)
+    storages.starts = _layout(keys, roots, end, os.path.getsize(where), where)
+    with storages.held():
+      _check_counts(storages, roots, where)
+      torch_format._check_tensors(obj)
+      return obj if lazy else torch_format._materialise(obj)
   except TorchFormatError as exc:
     if where in str(exc):
       raise
@@ -222,9 +253,10 @@ def load_legacy_torch_file(path: str | os.PathLike[str]) -> Any:
                            f'({type(exc).__name__}: {exc})') from exc
 
 
-def load_any(path: str | os.PathLike[str]) -> Any:
-  """Loads a `torch.save` file of either format (zip, torch >= 1.6; or legacy)."""
+def load_any(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
+  """Loads a `torch.save` file of either format (zip, torch >= 1.6; or legacy); `lazy` as in
+  `torch_format.load_torch_file`."""
   where = os.fspath(path)
   if os.path.isfile(where) and is_legacy_file(where):
-    return load_legacy_torch_file(where)
-  return torch_format.load_torch_file(where)
+    return load_legacy_torch_file(where, lazy=lazy)
+  return torch_format.load_torch_file(where, lazy=lazy)
