@@ -5,10 +5,10 @@ The command lines (`alitok_jax.main`, `alitok_jax.convert`) run their work throu
 
   - a `UserError` (`ConfigError` for a bad config value, also a ValueError, so code that catches
     ValueError keeps working; `InputNotFoundError`, also a FileNotFoundError, for a missing input);
-  - one of the loaders' and the converter's errors: `checkpoint.CheckpointError`,
-    `convert.engine.ConversionError`, `convert.torch_format.TorchFormatError` (looked up in
-    `sys.modules`: an exception of a class exists only once its module is imported, so nothing
-    is imported here);
+  - every error class of the package that a user's input causes derives from UserError (and
+    from ValueError): `checkpoint.CheckpointError`, `convert.engine.ConversionError`,
+    `convert.torch_format.TorchFormatError`, the eval and data readers' format errors,
+    `train.nonfinite.TrainingDiverged` (exit code 3);
   - a full, read-only or forbidden disk anywhere in the exception's chain: an OSError with errno
     ENOSPC, EDQUOT, EFBIG, EROFS, EACCES or EPERM, or TensorStore's error text with such an
     `os_error_code` (how Orbax's checkpoint writes fail). The line names the file.
@@ -33,10 +33,6 @@ import threading
 import traceback
 from typing import Any, Callable
 
-# The user errors of modules that this one does not import: (module, class name).
-_KNOWN = (('alitok_jax.checkpoint', 'CheckpointError'),
-          ('alitok_jax.convert.engine', 'ConversionError'),
-          ('alitok_jax.convert.torch_format', 'TorchFormatError'))
 
 _WRITE_FIX = 'free space or use another --workdir'
 # errno -> (what happened, what to do).
@@ -149,21 +145,12 @@ def disk_message(exc: BaseException) -> str | None:
   return None
 
 
-def _user_classes() -> tuple[type, ...]:
-  classes = [UserError]
-  for module, name in _KNOWN:
-    cls = getattr(sys.modules.get(module), name, None)
-    if isinstance(cls, type):
-      classes.append(cls)
-  return tuple(classes)
-
-
 def user_message(exc: BaseException) -> str | None:
   """The one-line message of a user error; None for anything else (a bug: keep its traceback)."""
   disk = disk_message(exc)
   if disk is not None:
     return disk
-  if isinstance(exc, _user_classes()):
+  if isinstance(exc, UserError):
     return one_line(str(exc)) or type(exc).__name__
   return None
 
