@@ -259,6 +259,12 @@ class InceptionE(nnx.Module):
     return jnp.concatenate([b1, b3, bd, self.branch_pool(pooled)], axis=-1)
 
 
+def preprocess(images: jax.Array) -> jax.Array:
+  """images [B, H, W, 3] in [0, 1] -> [B, 299, 299, 3] in [-1, 1], pytorch-fid's way."""
+  x = resize_bilinear(images.astype(jnp.float32), FID_INPUT_SIZE)
+  return 2.0 * x - 1.0
+
+
 class InceptionV3(nnx.Module):
   """images [B, H, W, 3] in [0, 1] -> (pool [B, 2048], logits [B, K]); see `features`."""
 
@@ -284,8 +290,11 @@ class InceptionV3(nnx.Module):
     self.fc = nnx.Linear(POOL_DIM, config.num_classes, dtype=dtype, rngs=rngs)
 
   def features(self, images: jax.Array) -> InceptionFeatures:
-    x = resize_bilinear(images.astype(jnp.float32), FID_INPUT_SIZE)
-    x = 2.0 * x - 1.0  # [0, 1] -> [-1, 1]
+    """images [B, H, W, 3] in [0, 1] -> the features (resized and scaled by `preprocess`)."""
+    return self.network(preprocess(images))
+
+  def network(self, x: jax.Array) -> InceptionFeatures:
+    """The network alone: x [B, 299, 299, 3], already resized and scaled to [-1, 1]."""
     x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
     x = max_pool(x, 2)
     x = max_pool(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)), 2)  # [B, 35, 35, 192]
