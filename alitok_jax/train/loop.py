@@ -139,6 +139,8 @@ def restore_or_init(ckpt: Any, abstract: Any, batches: Any, init: Callable[[], A
   """
   restored = ckpt.restore(abstract, batches.iterator)
   if restored is None:
+    if ckpt.set_aside:  # a failed restore may have moved the iterator: start it afresh
+      batches.restart_at(0)
     state = init()
     log(started)
     return state, None
