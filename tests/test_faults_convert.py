@@ -7,8 +7,9 @@ large, (e) the legacy format's (a) and (c) (legacy files hold raw bytes: no bomb
 end with exit code 2, one line on stderr naming the problem, and a child peak RSS under
 `_MAX_RSS`. The files are built here by hand; the test itself never holds more than 64 MiB.
 
-Peak RSS is measured with `os.wait4` on each child: the rusage of that one child, not the max
-over every child this pytest process ever had. For scale (2-core CPU box, this tree): importing
+Peak RSS is that of the converter process alone, reported by a small wrapper process whose only
+child it is (`_measured`: a child forked straight from a pytest process that has grown to 6 GiB
+reports 6 GiB, because Linux carries the high-water mark over exec). For scale (2-core CPU box, this tree): importing
 the converter (jax, flax, orbax) peaks at about 205 MiB, and a refused file costs no more;
 converting the valid tiny AR fixture end to end peaks at 240-330 MiB (most of it Orbax's save,
 which a refused file never reaches). So a 300 MB bound means that none of the declared gigabytes
@@ -24,7 +25,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -147,21 +147,27 @@ def bomb():
 # --- running the converter, measured -----------------------------------------------------------
 
 
+# A child's ru_maxrss includes what it inherited before exec (Linux carries the forking
+# process's high-water mark over exec, and subprocess may vfork), so a child forked from a
+# pytest process that has grown to gigabytes reports gigabytes. The converter therefore runs as
+# the child of a small wrapper process, which reports that child's peak.
+_WRAPPER = ('import resource, subprocess, sys\n'
+            'code = subprocess.call(sys.argv[2:])\n'
+            'open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN)'
+            '.ru_maxrss))\n'
+            'sys.exit(code)\n')
+
+
 def _measured(args: list[str]) -> tuple[int, str, str, int]:
-  """(exit code, stdout, stderr, peak RSS in bytes) of one child, by wait4 on that child."""
+  """(exit code, stdout, stderr, peak RSS in bytes) of `args`, run under the small wrapper."""
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-    proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=REPO)
-    killer = threading.Timer(240, proc.kill)  # a hung child fails the test, not the session
-    killer.start()
-    try:
-      _, status, usage = os.wait4(proc.pid, 0)  # reaps it: Popen must not wait again
-    finally:
-      killer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    err.seek(0)
-    return proc.returncode, out.read().decode(), err.read().decode(), usage.ru_maxrss * 1024
+  with tempfile.TemporaryDirectory() as tmp:
+    peak_file = os.path.join(tmp, 'peak')
+    proc = subprocess.run([sys.executable, '-c', _WRAPPER, peak_file, *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    with open(peak_file) as f:
+      peak_kib = int(f.read())
+  return proc.returncode, proc.stdout, proc.stderr, peak_kib * 1024
 
 
 def _assert_refused(rc: int, stderr: str, rss: int, *phrases: str) -> None:

@@ -203,6 +203,17 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_restored(
   assert len(notes) == 1 and 'step 6 is damaged' in notes[0] and 'set-aside/6' in notes[0]
 
 
+def test_when_every_checkpoint_is_damaged_all_are_set_aside_and_none_restored(trained, tmp_path):
+  workdir = tmp_path / 'w'
+  shutil.copytree(trained, workdir)
+  for step in ('2', '4', '6'):
+    _truncate_metadata(workdir / 'checkpoints' / step)
+  ckpt = checkpoints.TrainCheckpointer(workdir / 'checkpoints', log=lambda _: None)
+  assert ckpt.restore(_abstract_ar_state(_ar_config())) is None
+  assert sorted(p.name for p in ckpt.set_aside) == ['2', '4', '6']
+  assert sorted(os.listdir(workdir / 'checkpoints-set-aside')) == ['2', '4', '6']
+
+
 def test_a_rerun_resumes_from_the_previous_step_when_the_iterator_file_is_damaged(
     trained, tmp_path, capsys):
   workdir = tmp_path / 'w'
