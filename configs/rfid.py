@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.random_lpips = False  # smoke tests only
   c.batch_size = 64  # images per global batch (rounded up to a multiple of the device count)
   c.dtype = 'float32'  # tokenizer compute dtype: float32 or bfloat16
+  c.preprocess = 'adm'  # Inception input: 'adm' (ADM's TF1 resize, (x - 128) / 128), 'pytorch_fid'
   c.fid_method = 'eigh'  # or 'sqrtm' (scipy)
   c.workers = 16  # threads decoding images
   c.write_reference = ''  # also save the originals' statistics as an ADM-format npz here

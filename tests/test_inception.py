@@ -38,7 +38,8 @@ def forward(perturbed):
   graphdef = build.abstract(config)[0]
   import jax  # noqa: PLC0415
 
-  return jax.jit(lambda p, x: features.inception_features(graphdef, p, x))
+  # pytorch-fid's preprocessing: the parity test below compares with pytorch-fid itself.
+  return jax.jit(lambda p, x: features.apply_inception(graphdef, p, x, 'pytorch_fid'))
 
 
 def test_forward_shapes_and_ranges(perturbed, forward):

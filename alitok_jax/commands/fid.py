@@ -5,8 +5,11 @@
         --config.inception=weights/inception
 
 What the ADM evaluator reports, computed with this package's Inception (`eval/generation.py`;
-docs/EVALUATION.md says how the two differ). Prints progress and the results, writes
-`workdir/results.json`; `config.write_stats` also saves the samples' statistics as an ADM-format
+docs/EVALUATION.md says how the two differ): by default with ADM's preprocessing
+(`config.preprocess='adm'`) and ADM's float16 precision/recall distances
+(`config.pr_precision='float16'`). IS needs the Inception's 1008-class head: without it a line says
+why IS is missing. Prints progress and the results, writes `workdir/results.json`;
+`config.write_stats` also saves the samples' statistics (and their preprocessing) as an ADM-format
 npz (a new reference set).
 """
 
@@ -21,11 +24,13 @@ import ml_collections
 import numpy as np
 
 from alitok_jax.commands import loading
+from alitok_jax.convert.inception import inception_provenance
 from alitok_jax.data import synthetic
 from alitok_jax.errors import ConfigError
+from alitok_jax.eval import features
 from alitok_jax.eval import generation
 from alitok_jax.eval import reference_batch as rb
-from alitok_jax.eval.features import FeatureExtractor
+from alitok_jax.eval.precision_recall import DISTANCES
 from alitok_jax.progress import note, warn
 
 STANDARD_SAMPLES = 50_000
@@ -51,6 +56,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ConfigError('set config.samples (an npz whose arr_0 holds uint8 [N, H, W, 3] samples) '
                       'and config.reference (an ADM reference batch, e.g. '
                       'VIRTUAL_imagenet256_labeled.npz from openai/guided-diffusion evaluations/)')
+  preprocess = features.check_preprocess(config.preprocess)
+  if config.pr_precision not in DISTANCES:
+    raise ConfigError(f'config.pr_precision={config.pr_precision!r} is not one of '
+                      f'{", ".join(DISTANCES)} (float16: the ADM evaluator\'s distances)')
   ref = rb.read_reference_batch(reference_path)
   samples = rb.read_images(samples_path)
   n = min(config.num_samples or len(samples), len(samples))
@@ -65,21 +74,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
          f'{ref.image_size[0]}x{ref.image_size[1]}: wrong reference batch?')
   inc_config, inc_params = loading.inception(config.inception, random=config.random_inception,
                                              seed=config.seed)
-  extractor = FeatureExtractor(inc_config, inc_params, batch_size=config.batch_size)
+  provenance = inception_provenance(config.inception) if config.inception else None
+  with_head = provenance is None or provenance.has_logits_head
+  extractor = features.FeatureExtractor(inc_config, inc_params, batch_size=config.batch_size,
+                                        preprocess=preprocess, logits=with_head)
   note(f'samples: {n} images of {samples.shape[1]}x{samples.shape[2]} from {samples_path}; '
        f'batches of {extractor.batch_size} on {extractor.mesh.size} device(s)')
-  stats_ref, pool_ref = generation.reference_statistics(ref, extractor, config.precision_recall)
+  stats_ref, pool_ref = generation.reference_statistics(ref, extractor, config.precision_recall,
+                                                        str(samples_path))
   feats = extractor.extract_array(samples[:n], 'samples')
 
   results = {'num_samples': n, 'samples': str(samples_path), 'reference': str(reference_path),
-             'inception': config.inception or f'random (seed {config.seed})'}
+             'inception': config.inception or f'random (seed {config.seed})',
+             'preprocess': preprocess, 'pr_precision': config.pr_precision}
   results.update(generation.generation_metrics(
       feats, stats_ref, pool_ref, fid_method=config.fid_method,
-      is_split_size=config.is_split_size, with_precision_recall=config.precision_recall))
+      is_split_size=config.is_split_size, with_precision_recall=config.precision_recall,
+      pr_precision=config.pr_precision))
+  if 'logits' not in feats:
+    note(f'IS not reported: {config.inception}: {provenance.no_inception_score_reason}')
   results['seconds'] = round(time.perf_counter() - start, 1)
   if config.write_stats and jax.process_index() == 0:
     rb.write_reference_batch(config.write_stats, pool_features=feats['pool'],
-                             **generation.feature_statistics(feats))
+                             preprocess=preprocess, **generation.feature_statistics(feats))
     note(f'wrote the samples\' statistics to {config.write_stats}')
   if jax.process_index() == 0:
     (workdir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')

@@ -5,8 +5,9 @@
         --config.inception=weights/inception --config.lpips=weights/lpips
 
 Images come from a folder, a TFDS split or built-in test patterns, centre-cropped to the
-tokenizer's size (256, ADM-style); the work is `eval/reconstruction.py`'s. Progress is printed and
-the results written to `workdir/results.json`.
+tokenizer's size (256, ADM-style); the work is `eval/reconstruction.py`'s, the Inception's input
+preprocessed as `config.preprocess` says ('adm', the ADM evaluator's, by default). Progress is
+printed and the results written to `workdir/results.json`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import ml_collections
 from alitok_jax.commands import loading
 from alitok_jax.data import synthetic
 from alitok_jax.errors import ConfigError
+from alitok_jax.eval import features
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_source
 from alitok_jax.eval import reference_batch as rb
@@ -47,6 +49,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
+  preprocess = features.check_preprocess(config.preprocess)
   # The weights first: a missing file fails before any work.
   lpips_params = loading.lpips(config.lpips, random=config.random_lpips, seed=config.seed)
   inc_config, inc_params = loading.inception(config.inception, random=config.random_inception,
@@ -60,20 +63,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     warn(f'evaluating {n} images; the reported rFID uses the {IMAGENET_VAL} ImageNet val images '
          '(FID is biased upwards for fewer)')
   evaluator = ReconstructionEvaluator(tok, inc_config, inc_params, lpips_params,
-                                      batch_size=config.batch_size)
+                                      batch_size=config.batch_size, preprocess=preprocess)
   note(f'reconstructing {n} images ({source.name}) at {size}x{size}, batches of '
        f'{evaluator.batch_size} on {evaluator.mesh.size} device(s)')
   outputs, usage = evaluator.run(source, n)
   results = reconstruction_metrics(outputs, usage, fid_method=config.fid_method)
   results.update(images=source.name,
                  tokenizer=config.tokenizer or f'random {config.random_tokenizer}',
-                 inception=config.inception or f'random (seed {config.seed})')
+                 inception=config.inception or f'random (seed {config.seed})',
+                 preprocess=preprocess)
   results['seconds'] = round(time.perf_counter() - start, 1)
   if config.write_reference and jax.process_index() == 0:
     mu, sigma = fid_lib.statistics(outputs['pool_orig'])
     mu_s, sigma_s = fid_lib.statistics(outputs['spatial_orig'])
     rb.write_reference_batch(config.write_reference, mu=mu, sigma=sigma, mu_s=mu_s,
-                             sigma_s=sigma_s, pool_features=outputs['pool_orig'])
+                             sigma_s=sigma_s, pool_features=outputs['pool_orig'],
+                             preprocess=preprocess)
     note(f'wrote the originals\' statistics to {config.write_reference}')
   if jax.process_index() == 0:
     (workdir / 'results.json').write_text(json.dumps(results, indent=1) + '\n')

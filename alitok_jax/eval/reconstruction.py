@@ -2,7 +2,8 @@
 
 Every image (uint8, already centre-cropped to the tokenizer's size) is encoded, decoded and the
 reconstruction rounded to uint8 as a saved image would be. Then, per image and on the device:
-Inception features of original and reconstruction, squared error (PSNR), SSIM (11x11 Gaussian)
+Inception features of original and reconstruction (preprocessed as `preprocess` says: 'adm', the
+ADM evaluator's, by default), squared error (PSNR), SSIM (11x11 Gaussian)
 and LPIPS (VGG16 v0.1, when its params are given). rFID is the Frechet distance between the
 features of the originals and of their reconstructions (the 50,000 ImageNet val images for the
 reported figure: ALITOK_REFERENCE.md section 4, rFID 0.86, PSNR 20.97, SSIM 0.661, LPIPS 0.157).
@@ -22,21 +23,22 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alitok_jax.eval import fid as fid_lib
 from alitok_jax.eval import image_metrics
-from alitok_jax.eval.features import inception_features
+from alitok_jax.eval.features import apply_inception, check_preprocess
 from alitok_jax.progress import Progress
 from alitok_jax.losses import lpips as lpips_loss
 from alitok_jax.models import build
 from alitok_jax.parallel.mesh import DATA, data_mesh, local_rows, pad_rows, round_up
 
 
-def _make_step(tok_graphdef, inc_graphdef, with_lpips: bool):
+def _make_step(tok_graphdef, inc_graphdef, with_lpips: bool, preprocess: str):
   def step(tok_params, inc_params, lpips_params, images):
     with jax.default_matmul_precision('float32'):
       x = images.astype(jnp.float32) / 255.0
       recon, _, q = nnx.merge(tok_graphdef, dict(tok_params))(x)
       recon = jnp.clip(jnp.round(recon * 255.0), 0, 255).astype(jnp.uint8)  # as saved
       r = recon.astype(jnp.float32) / 255.0
-      feats = inception_features(inc_graphdef, inc_params, jnp.concatenate([images, recon]))
+      feats = apply_inception(inc_graphdef, inc_params, jnp.concatenate([images, recon]),
+                              preprocess)
       out = {'pool': feats.pool, 'spatial': feats.spatial, 'codes': q.codes,
              'mse': jnp.mean((x - r) ** 2, axis=(1, 2, 3)), 'ssim': image_metrics.ssim(x, r)}
       if with_lpips:
@@ -50,16 +52,18 @@ class ReconstructionEvaluator:
   """The jitted reconstruction-and-metrics step over a 'data' mesh of every device.
 
   tokenizer: an object with `config`, `graphdef` and `params` (the API's Tokenizer).
+  preprocess: the Inception's preprocessing, 'adm' or 'pytorch_fid' (`models/inception.py`).
   """
 
   def __init__(self, tokenizer: Any, inception_config: Any, inception_params: Any,
-               lpips_params: Any = None, *, batch_size: int = 64):
+               lpips_params: Any = None, *, batch_size: int = 64, preprocess: str = 'adm'):
     self.tokenizer = tokenizer
+    self.preprocess = check_preprocess(preprocess, 'preprocess')
     self.mesh = data_mesh()
     self.batch_size = round_up(max(batch_size, 1), self.mesh.size)
     repl, self._data = NamedSharding(self.mesh, P()), NamedSharding(self.mesh, P(DATA))
     self._step = jax.jit(_make_step(tokenizer.graphdef, build.abstract(inception_config)[0],
-                                    lpips_params is not None),
+                                    lpips_params is not None, self.preprocess),
                          in_shardings=(repl, repl, repl, self._data), out_shardings=repl)
     self._params = jax.device_put((dict(tokenizer.params), dict(inception_params), lpips_params),
                                   repl)

