@@ -21,6 +21,7 @@ threads) are held back: dropped when the command ends in that one line, shown ot
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -275,10 +276,8 @@ def _exit_now(code: int) -> None:
   metrics.jsonl is written unbuffered, and what else was being written is unfinished anyway.
   """
   for stream in (sys.stdout, sys.stderr):
-    try:
+    with contextlib.suppress(Exception):  # a full disk under a redirected stdout
       stream.flush()
-    except Exception:  # pylint: disable=broad-except  (a full disk under a redirected stdout)
-      pass
   os._exit(code)  # pylint: disable=protected-access
 
 

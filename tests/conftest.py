@@ -51,6 +51,15 @@ def load_io(name: str) -> dict[str, np.ndarray]:
     return dict(f)
 
 
+def tool_module(name: str):
+  """The script tools/<name>.py as a module (the fixture makers: their inputs, their outputs)."""
+  import importlib.util  # noqa: PLC0415
+  spec = importlib.util.spec_from_file_location(name, REPO / 'tools' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+import conftest
 from conftest import REPO
 
 from alitok_jax import checkpoint
@@ -32,11 +34,7 @@ RESIZE_ATOL = 1e-4
 
 
 def _fixture_tool():
-  spec = importlib.util.spec_from_file_location('make_tf_resize_fixture',
-                                                REPO / 'tools' / 'make_tf_resize_fixture.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return conftest.tool_module('make_tf_resize_fixture')
 
 
 @jax.jit

@@ -18,6 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
+
+import conftest
 from flax import nnx
 
 from alitok_jax import checkpoint, tree_util
@@ -38,11 +40,7 @@ TOLERANCE = 1e-4  # max |ours - torch| / max |torch|
 
 
 def _fixture_tool():
-  spec = importlib.util.spec_from_file_location('make_inception_fixture',
-                                                REPO / 'tools' / 'make_inception_fixture.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return conftest.tool_module('make_inception_fixture')
 
 
 # ---- crafted TorchScript archives (no package needed) -------------------------------------------

@@ -14,6 +14,7 @@ leaving a `with MetricWriter(...)` block) closes every file; nothing is written 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -96,10 +97,8 @@ class MetricWriter:
       while data:
         data = data[self._jsonl.write(data):]
     except OSError as e:
-      try:
+      with contextlib.suppress(OSError):
         self._jsonl.truncate(start)  # no half line for read_metrics to trip on
-      except OSError:
-        pass
       if e.filename:
         raise
       raise OSError(e.errno, e.strerror, str(self._jsonl_path)) from e
