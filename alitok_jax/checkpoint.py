@@ -152,7 +152,7 @@ def _check_against_metadata(path: pathlib.Path, abstract: Mapping[str, Any]) -> 
   try:
     stored = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
   except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged or partial directory
-    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {_first_line(e)}): the '
+    raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: {errors.first_line(e)}): the '
                           'directory is damaged or incomplete') from e
   problem = tree_util.shape_mismatches(abstract, stored)
   if problem:
@@ -176,14 +176,9 @@ def restore_params(directory: str | os.PathLike, abstract: Mapping[str, Any],
     params = ocp.StandardCheckpointer().restore(path, target)
   except Exception as e:  # noqa: BLE001 - any failure to decode the stored arrays
     raise CheckpointError(f'{path} cannot be read ({type(e).__name__}: '
-                          f'{_first_line(e)}): the directory is damaged or incomplete') from e
+                          f'{errors.first_line(e)}): the directory is damaged or incomplete') from e
   _verify(_abs(directory), PARAMS_DIR, params)
   return params
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-  text = str(e).strip().splitlines()
-  return (text[0] if text else '')[:limit]
 
 
 def restore_codebook_usage(directory: str | os.PathLike) -> np.ndarray | None:

@@ -73,6 +73,13 @@ def verbose_from_env() -> bool:
   return os.environ.get('ALITOK_VERBOSE', '').strip().lower() in ('1', 'true', 'yes', 'on')
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+  """The first line of an error's text (without TensorStore's trailing details), for messages
+  that name a failure inside a one-line error of their own."""
+  lines = str(e).strip().splitlines()
+  return (lines[0] if lines else '').split(' See full TensorStore details')[0][:limit]
+
+
 def one_line(text: str) -> str:
   return ' '.join(line.strip() for line in str(text).splitlines() if line.strip())
 

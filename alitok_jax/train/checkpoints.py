@@ -35,7 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from alitok_jax import fingerprints
+from alitok_jax import errors, fingerprints
 from alitok_jax.checkpoint import CheckpointError
 from alitok_jax.parallel import distributed
 
@@ -104,7 +104,7 @@ class TrainCheckpointer:
       except _Damaged as e:
         problem = str(e)
       except Exception as e:  # noqa: BLE001 - any failure to decode a step means it is damaged
-        problem = f'it cannot be read ({type(e).__name__}: {_first_line(e)})'
+        problem = f'it cannot be read ({type(e).__name__}: {errors.first_line(e)})'
       else:
         problem = ''
       if not _agreed_ok(not problem):
@@ -196,12 +196,6 @@ class _Damaged(Exception):
 
 def _count(shapes: list[tuple[int, ...]]) -> str:
   return f'{sum(int(np.prod(s)) for s in shapes):,}'
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-  """The first line of an error's text, without TensorStore's trailing details."""
-  lines = str(e).strip().splitlines()
-  return (lines[0] if lines else '').split(' See full TensorStore details')[0][:limit]
 
 
 def _agreed_ok(ok: bool) -> bool:
