@@ -173,10 +173,7 @@ class Generator(_Model):
                        'not both')
     elif not isinstance(guidance, Guidance):
       raise TypeError(f'guidance must be a Guidance, got {type(guidance).__name__}')
-    elif guidance.num_steps != cfg.image_seq_len:
-      raise ValueError(f'guidance.num_steps = {guidance.num_steps}, but this model samples '
-                       f'{cfg.image_seq_len} codes: use Guidance.create({guidance.scale}, '
-                       f'{guidance.power}, num_steps={cfg.image_seq_len})')
+    guidance = guidance.for_codes(cfg.image_seq_len)
     if sampling is None:
       sampling = Sampling.create(temperature, top_k, top_p)
     elif temperature != 1.0 or top_k is not None or top_p is not None:

@@ -173,3 +173,23 @@ def unknown_key_message(key: str, config: Any, where: str) -> str | None:
   close = closest_key(key, flat_keys(config))
   hint = f' (did you mean {close}?)' if close else ''
   return f'unknown config key {key} in {where}{hint}'
+
+
+# The size settings of the configs that build or read AliTok models (issue 16): `res`, the image
+# size (256, the released; 512, the paper's Table 5), and `codebook`, the codebook size (4096,
+# the released; 16384, Table 6), e.g. `--config=configs/ar.py:L,res=512`.
+SIZE_SETTINGS = {'res': int, 'codebook': int}
+
+
+def set_sizes(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict, where: str, *,
+              image_size: int = 256, codebook_size: int = 4096) -> None:
+  """c.image_size and c.codebook_size from the `res` / `codebook` arguments (else the defaults,
+  the released sizes); the model sizes follow from them (`models/variants.sized`)."""
+  res = image_size if args.res is None else args.res
+  codebook = codebook_size if args.codebook is None else args.codebook
+  if res <= 0:
+    raise ConfigError(f'{where}: res={res} must be a positive image size (256, 512, ...)')
+  if codebook < 2:
+    raise ConfigError(f'{where}: codebook={codebook} must be at least 2 (4096, 16384, ...)')
+  c.image_size = res  # pixels; the grid is image_size / patch size, the codes 1 + g + g^2
+  c.codebook_size = codebook

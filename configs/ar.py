@@ -7,7 +7,19 @@
 
 Config arguments (after the variant, `alitok_jax/config_args.py`): batch=N, the global batch
 (default 2048; 16 for tiny); accum=N, micro-batches per step (gradient accumulation: the same
-global batch in N passes, for fewer or smaller chips; default 1).
+global batch in N passes, for fewer or smaller chips; default 1); res=N, the image size of the
+tokenizer's codes (256: 273 codes; 512: 1,057) and codebook=N (4096; 16384, Table 6).
+
+512 x 512 (Table 5: the AR model fine-tuned from its 256 weights; no tensor depends on the code
+count, RoPE is computed, so the 256 model directory is the starting point as it is):
+
+  python -m alitok_jax.main --config=configs/ar.py:L,res=512 --workdir=runs/ar_l_512 \
+      --config.init_from=weights/ar_l --config.data.codes_dir=codes/imagenet512_train \
+      --config.tokenizer=weights/tokenizer512
+
+The paper gives no fine-tuning schedule; ours (a stated choice): global batch 1024 (4x the codes
+per sequence of 256), lr 1e-4 after 5k warm-up steps, cosine to 1e-5 over 100k steps, and
+remat for L and XL (the activations grow ~4x). codebook=16384 keeps the 256 recipe.
 
 Recipe (ALITOK_REFERENCE.md section 3, configs/alitok_*.yaml): AdamW lr 4e-4, betas (0.9, 0.96),
 weight decay 0.03 on matrices only, gradient clipping 1.0, global batch 2048, 62.5k warm-up steps
@@ -26,11 +38,14 @@ TINY_GUIDANCE = (2.0, 1.0)  # the tiny variant's sample grids (not a released mo
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant, args = config_args.parse(arg, 'configs/ar.py', variants=('B', 'L', 'XL', 'tiny'),
-                                    default='B', batch=int, accum=int)
+                                    default='B', batch=int, accum=int,
+                                    **config_args.SIZE_SETTINGS)
   tiny = variant == 'tiny'
   c = ml_collections.ConfigDict()
   c.mode = 'train_ar'
   c.model = variant  # a key of variants.AR
+  config_args.set_sizes(c, args, 'configs/ar.py')  # c.image_size, c.codebook_size
+  c.init_from = ''  # an AR model directory to fine-tune from (fresh optimizer), e.g. at 512
   c.seed = 0
   c.dtype = 'bfloat16'
   c.batch_size = 2048  # global
@@ -100,6 +115,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 30
     c.ckpt_every = 30
     c.export_every = 0
+  if c.image_size != 256 and not tiny:  # a fine-tune from the 256 weights (see above)
+    c.batch_size = 1024
+    c.optim.lr = 1e-4
+    c.optim.warmup_steps = 5000
+    c.optim.total_steps = 100_000
+    c.remat = variant in ('L', 'XL')
   if args.batch is not None:
     c.batch_size = args.batch
   if args.accum is not None:

@@ -6,6 +6,11 @@
 Tokenizer stage 1 -> stage 2 -> pretokenization -> AR training -> sampling -> evaluation, each
 stage the project's own mode with a small config; the report lands in W/report/index.html.
 Rerunning the command skips (or resumes) whatever is already done.
+
+Config argument res=N: the image size (default 32: 4-pixel patches in an 8 x 8 grid, 9 prefix
+tokens + 64 = 73 codes). `configs/demo.py:small,res=64` is the laptop's analogue of the paper's
+512 (Table 5): the same 4-pixel patches over a 16 x 16 grid, so 17 prefix tokens (the top-left
+patch and the first patch row, where the synthetic class band lies) + 256 = 273 codes.
 """
 
 import ml_collections
@@ -14,8 +19,8 @@ from alitok_jax import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, _ = config_args.parse(arg, 'configs/demo.py', variants=('default', 'small'),
-                                 default='default')
+  variant, args = config_args.parse(arg, 'configs/demo.py', variants=('default', 'small'),
+                                    default='default', res=32)
   small = variant == 'small'
   c = ml_collections.ConfigDict()
   c.mode = 'demo'
@@ -25,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.tokenizer_stage1 = 'demo_stage1'  # keys of models.variants.TOKENIZER / AR
   c.tokenizer_stage2 = 'demo_stage2'
   c.ar_model = 'demo'
+  c.image_size = args.res  # the models' sizes follow: grid image_size / 4, codes 1 + g + g^2
   c.dtype = 'float32'
 
   c.stage1_steps = 60 if small else 3000

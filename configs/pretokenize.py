@@ -5,7 +5,10 @@
       --config.data.root=/data/imagenet/train
   python -m alitok_jax.main --config=configs/pretokenize.py:tiny --workdir=codes/tiny   # CPU
 
-Rerunning the same command skips the shards already written.
+Rerunning the same command skips the shards already written. Config arguments: res=N and
+codebook=N, the sizes the tokenizer must have (256 and 4096, the released; `:res=512` for the
+converted 512 tokenizer: crops of 512 pixels, 1,057 codes each); they also size the `tiny`
+variant's random tokenizer.
 """
 
 import ml_collections
@@ -14,10 +17,11 @@ from alitok_jax import config_args
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant, _ = config_args.parse(arg, 'configs/pretokenize.py', variants=('default', 'tiny'),
-                                 default='default')
+  variant, args = config_args.parse(arg, 'configs/pretokenize.py', variants=('default', 'tiny'),
+                                    default='default', **config_args.SIZE_SETTINGS)
   c = ml_collections.ConfigDict()
   c.mode = 'pretokenize'
+  config_args.set_sizes(c, args, 'configs/pretokenize.py')  # c.image_size, c.codebook_size
   c.tokenizer = ''  # a tokenizer model directory
   c.random_tokenizer = ''  # tests only: a variants.TOKENIZER key used when no tokenizer is given
   c.dtype = 'bfloat16'

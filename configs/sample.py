@@ -9,7 +9,9 @@ ALITOK_REFERENCE.md section 3: B g=16.0 p=1.8, L g=6.0 p=0.7, XL g=13.0 p=1.4, t
 and the reference's FID protocol: 50,000 images, 50 per class. `tiny` samples 8 images with random
 tiny models on a CPU in seconds. Config arguments: images=N (e.g. `configs/sample.py:XL,
 images=10000` for a quicker FID-10k; class-balanced when N is a multiple of 1000), batch=N
-(images per batch on each process).
+(images per batch on each process), res=N and codebook=N: the sizes the models must have (256
+and 4096, the released; `configs/sample.py:L,res=512` samples 1,057 codes per 512 image). The
+model directories carry their own sizes; these check them, and size the random `tiny` models.
 """
 
 import ml_collections
@@ -22,10 +24,12 @@ TINY_GUIDANCE = (4.0, 1.4)  # the tiny variant's (random models: not a released 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant, args = config_args.parse(arg, 'configs/sample.py', variants=('B', 'L', 'XL', 'tiny'),
-                                    default='B', images=int, batch=int)
+                                    default='B', images=int, batch=int,
+                                    **config_args.SIZE_SETTINGS)
   c = ml_collections.ConfigDict()
   c.mode = 'sample'
   c.variant = variant  # which released AR size the settings are for
+  config_args.set_sizes(c, args, 'configs/sample.py')  # c.image_size, c.codebook_size
   # Model directories written by `python -m alitok_jax.convert` (or a trainer's export). Empty
   # strings are allowed only for `tiny`, which then uses random tiny models.
   c.generator = ''

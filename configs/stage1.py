@@ -10,7 +10,21 @@ The released recipe (ALITOK_REFERENCE.md section 2, train_tokenizer/README): Ada
 1e-4 -> 2e-5; (3) ~100k steps with the GAN, lr 2e-5 -> 2e-6. The reference changed these by hand
 between restarts; here they are `phases`, and a run passes through all of them by itself.
 Rerunning the same command resumes from the newest checkpoint in the workdir. Config
-arguments: the variant (default or tiny), then batch=N for the global batch (default 256).
+arguments: the variant (default or tiny), then batch=N for the global batch (default 256),
+res=N for the image size and codebook=N for the codebook size (issue 16).
+
+512 x 512 (the paper's Table 5: "fine-tuned from pre-trained weights at 256 resolution, where
+the embedding of tokenizer is linearly interpolated"): convert a 256 tokenizer first, then start
+from it (the released AliTok.pth is stage 2; a stage-1 run starts from it by the matching rule):
+
+  python -m alitok_jax.convert AliTok.pth weights/tokenizer512 --image-size=512
+  python -m alitok_jax.main --config=configs/stage1.py:res=512 --workdir=runs/stage1_512 \
+      --config.init_from=weights/tokenizer512 --config.data.kind=folder --config.data.root=...
+
+The paper gives no fine-tuning schedule; ours (a stated choice): global batch 64 (a 512 image
+holds 4x the tokens of a 256 one), 1k warm-up steps, 50k perceptual steps at 2e-5 then 20k GAN
+steps at 2e-6 (the 256 recipe's last two phases, shortened). codebook=16384 (Table 6) keeps the
+256 recipe.
 """
 
 import ml_collections
@@ -20,14 +34,18 @@ from alitok_jax import config_args
 
 def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   """What stage1.py and stage2.py share: `arg` is the config argument ('tiny', 'batch=64', ...)."""
-  variant, args = config_args.parse(arg, f'configs/stage{stage}.py', variants=('default', 'tiny'),
-                                    default='default', batch=int)
+  where = f'configs/stage{stage}.py'
+  variant, args = config_args.parse(arg, where, variants=('default', 'tiny'),
+                                    default='default', batch=int, **config_args.SIZE_SETTINGS)
   tiny = variant == 'tiny'
   c = ml_collections.ConfigDict()
   c.mode = 'train_tokenizer'
   c.stage = stage
   c.model = f'tiny_stage{stage}' if tiny else f'stage{stage}'  # a key of variants.TOKENIZER
-  c.init_from = ''  # stage 2: the stage-1 model directory (W/model of a stage-1 run)
+  config_args.set_sizes(c, args, where)  # c.image_size, c.codebook_size: the model's sizes
+  # A tokenizer model directory to start from: stage 2, the stage-1 run's W/model; a 512 run,
+  # a 256 tokenizer converted with --image-size=512.
+  c.init_from = ''
   c.seed = 0
   c.dtype = 'bfloat16'  # compute dtype; params and optimizer states stay float32
   c.batch_size = 256  # global, over all devices and processes (paper: 256 on 32 GPUs)
@@ -108,6 +126,13 @@ def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
     c.ckpt_every = 10
     c.export_every = 0
     c.dtype = 'float32'
+  if c.image_size != 256 and not tiny:  # a fine-tune from converted 256 weights (see above)
+    c.batch_size = 64
+    c.optim.warmup_steps = 1000
+    c.phases = (
+        dict(name='perceptual', steps=50_000, lr=2e-5, perceptual_weight=1.0),
+        dict(name='gan', steps=20_000, lr=2e-6, perceptual_weight=1.0, gan=True),
+    )
   if args.batch is not None:
     c.batch_size = args.batch
   return c

@@ -112,14 +112,20 @@ def test_no_guidance_samples_the_conditional_distribution(gen, io):
   assert cfg_lib.Guidance.create(4.0, 1.4).enabled
 
 
-def test_guidance_schedule():
-  g = cfg_lib.Guidance.create(16.0, 1.8)
-  steps = np.arange(274)
+@pytest.mark.parametrize('codes', [273, 1057])  # 256 and 512 pixels
+def test_guidance_schedule(codes):
+  g = cfg_lib.Guidance.create(16.0, 1.8).for_codes(codes)
+  assert g.num_steps == codes and g.for_codes(codes) is g
+  steps = np.arange(codes + 1)
   scale = np.asarray(g.scale_at(steps))
-  assert scale[0] == 1.0 and abs(scale[273] - 16.0) < 1e-5
-  assert (np.diff(scale) >= 0).all() and scale[100] < 8.5 < scale[250]
-  expected = 15.0 * (1 - np.cos((steps / 273) ** 1.8 * np.pi)) / 2 + 1
+  assert scale[0] == 1.0 and abs(scale[codes] - 16.0) < 1e-5
+  assert (np.diff(scale) >= 0).all() and scale[codes * 100 // 273] < 8.5 < scale[codes * 250 // 273]
+  expected = 15.0 * (1 - np.cos((steps / codes) ** 1.8 * np.pi)) / 2 + 1
   np.testing.assert_allclose(scale, expected, rtol=1e-6)
+  with pytest.raises(ValueError, match='num_steps is not set'):
+    cfg_lib.Guidance.create(16.0, 1.8).scale_at(steps)
+  with pytest.raises(ValueError, match=f'num_steps = {codes}, but this model samples 5 codes'):
+    g.for_codes(5)
   cond, uncond = jnp.array([2.0, 0.0]), jnp.array([1.0, 1.0])
   np.testing.assert_allclose(np.asarray(cfg_lib.combine(cond, uncond, 3.0)), [4.0, -2.0])
 

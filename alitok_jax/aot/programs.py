@@ -12,7 +12,7 @@ ShapeDtypeStructs with the config's shardings:
   own shards on its own chips), then the tokenizer's decoding to uint8 of those codes;
 - pretokenize: the encoder on the ten crops of a batch, over one host's chips.
 Model sizes come from the config's model directories when they are named (their config.json
-only), else from the variant (the released sizes).
+only), else from the variant at the config's image and codebook sizes (`res`, `codebook`).
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ def _host_mesh(topo: Topology) -> tuple[tuple[Any, ...], jax.sharding.Mesh]:
 
 
 def sample(config: Any, topo: Topology) -> list[Program]:
-  gen_cfg = _model_config(config.generator, variants.AR['tiny' if config.variant == 'tiny'
-                                                        else config.variant])
-  tok_cfg = _model_config(config.tokenizer, variants.TOKENIZER[
-      'tiny_stage2' if config.variant == 'tiny' else 'stage2'])
+  gen_cfg = _model_config(config.generator, variants.sized_from_config(
+      variants.AR['tiny' if config.variant == 'tiny' else config.variant], config))
+  tok_cfg = _model_config(config.tokenizer, variants.sized_from_config(variants.TOKENIZER[
+      'tiny_stage2' if config.variant == 'tiny' else 'stage2'], config))
   devices, mesh = _host_mesh(topo)
   chips = len(devices) // topo.devices_per_chip
   dtype = jnp.dtype(config.dtype)
@@ -183,7 +183,8 @@ def pretokenize(config: Any, topo: Topology) -> list[Program]:
   if fallback not in variants.TOKENIZER:
     raise ValueError(f'config.random_tokenizer={fallback!r} is not one of '
                      f'{sorted(variants.TOKENIZER)}')
-  tok_cfg = _model_config(config.tokenizer, variants.TOKENIZER[fallback])
+  tok_cfg = _model_config(config.tokenizer,
+                          variants.sized_from_config(variants.TOKENIZER[fallback], config))
   devices = topo.host_devices(0)
   mesh = mesh_lib.make_mesh(mesh_lib.MeshSpec(), devices=devices)
   chips = len(devices) // topo.devices_per_chip

@@ -30,6 +30,7 @@ from alitok_jax import Generator, Tokenizer, config_files, viz
 from alitok_jax.commands import pretokenize, train_ar, train_tokenizer
 from alitok_jax.data import synthetic
 from alitok_jax.eval import image_metrics
+from alitok_jax.models import variants
 
 
 def _quiet(c: ml_collections.ConfigDict, steps: int) -> None:
@@ -38,10 +39,20 @@ def _quiet(c: ml_collections.ConfigDict, steps: int) -> None:
   c.export_every = 0
 
 
+def _sizes(config, c: ml_collections.ConfigDict) -> None:
+  """The demo models' sizes (`models/variants.sized`): the demo tokenizer's codebook and patch
+  size at the demo's image size (config.image_size; absent in old configs: the variant's)."""
+  tok = variants.TOKENIZER[config.tokenizer_stage1]
+  c.image_size = config.get('image_size') or tok.image_size
+  c.codebook_size = tok.codebook_size
+  c.patch_size = tok.patch_size  # the AR model's grid is image_size / the tokenizer's patches
+
+
 def _tokenizer_config(config, stage: int, init_from: str) -> ml_collections.ConfigDict:
   c = config_files.load(f'stage{stage}', 'tiny')
   steps = config.stage1_steps if stage == 1 else config.stage2_steps
   c.model = config.tokenizer_stage1 if stage == 1 else config.tokenizer_stage2
+  _sizes(config, c)
   c.init_from = init_from
   c.codebook_init = 'data'  # a random start collapses in a run this short
   c.seed, c.dtype, c.batch_size = config.seed, config.dtype, config.tokenizer_batch
@@ -58,6 +69,7 @@ def _tokenizer_config(config, stage: int, init_from: str) -> ml_collections.Conf
 def _pretokenize_config(config, tokenizer: str) -> ml_collections.ConfigDict:
   c = config_files.load('pretokenize', 'tiny')
   c.tokenizer, c.random_tokenizer, c.dtype = tokenizer, '', config.dtype
+  _sizes(config, c)
   c.data.kind, c.data.num_classes = 'synthetic', config.num_classes
   c.data.size = config.dataset_size
   c.num_images = config.pretokenize_images
@@ -68,6 +80,7 @@ def _pretokenize_config(config, tokenizer: str) -> ml_collections.ConfigDict:
 def _ar_config(config, codes: str, tokenizer: str) -> ml_collections.ConfigDict:
   c = config_files.load('ar', 'tiny')
   c.model, c.seed, c.dtype = config.ar_model, config.seed, config.dtype
+  _sizes(config, c)
   c.batch_size = config.ar_batch
   c.data.kind, c.data.codes_dir = 'codes', codes
   c.optim.lr, c.optim.end_lr = config.ar_lr, config.ar_lr * 0.05

@@ -21,17 +21,41 @@ TOKENIZER_HOW_TO = ('a tokenizer model directory (from `python -m alitok_jax.con
                     "weights/tokenizer` or a trainer's W/model)")
 
 
-def tokenizer(directory: str, *, random: str = '', dtype: Any = 'float32', seed: int = 0
-              ) -> Tokenizer:
-  """The tokenizer of `directory`, or a random `random` one (a variants.TOKENIZER key)."""
+def check_sizes(model_config: Any, config: Any, where: str) -> None:
+  """ConfigError unless a loaded model has the run config's `image_size` (a tokenizer) and
+  `codebook_size` (the `res` / `codebook` config arguments; absent or 0: not checked)."""
+  want = {'image_size': config.get('image_size', 0), 'codebook_size': config.get('codebook_size', 0)}
+  arg = {'image_size': 'res', 'codebook_size': 'codebook'}
+  for key, value in want.items():
+    have = getattr(model_config, key, None)
+    if value and have is not None and have != value:
+      raise ConfigError(f'{where} holds a model with {key} {have}, but the config asks for '
+                        f'{value}: add {arg[key]}={have} to the config argument (or give a '
+                        f'model of {key} {value})')
+
+
+def tokenizer(directory: str, *, random: str = '', dtype: Any = 'float32', seed: int = 0,
+              sizes: Any = None) -> Tokenizer:
+  """The tokenizer of `directory`, or a random `random` one (a variants.TOKENIZER key).
+
+  sizes: the run config, whose image_size / codebook_size the tokenizer must have (a random one
+  is built at them).
+  """
   if directory:
-    return Tokenizer.load(directory, dtype=dtype)
+    tok = Tokenizer.load(directory, dtype=dtype)
+    if sizes is not None:
+      check_sizes(tok.config, sizes, directory)
+    return tok
   if random:
     if random not in variants.TOKENIZER:
       raise ConfigError(f'config.random_tokenizer={random!r} is not one of '
                         f'{sorted(variants.TOKENIZER)}')
-    warn(f'no config.tokenizer: a RANDOM {random} tokenizer (smoke tests only)')
-    return Tokenizer.random(variants.TOKENIZER[random], seed=seed, dtype=dtype)
+    cfg = variants.TOKENIZER[random]
+    if sizes is not None:
+      cfg = variants.sized_from_config(cfg, sizes)
+    warn(f'no config.tokenizer: a RANDOM {random} tokenizer at {cfg.image_size} pixels, '
+         f'{cfg.num_latent_tokens} codes (smoke tests only)')
+    return Tokenizer.random(cfg, seed=seed, dtype=dtype)
   raise ConfigError(f'config.tokenizer is not set: it must name {TOKENIZER_HOW_TO}')
 
 

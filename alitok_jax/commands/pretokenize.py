@@ -17,7 +17,7 @@ from alitok_jax.train import pretokenize, train_data
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tok = loading.tokenizer(config.tokenizer, random=config.random_tokenizer, dtype=config.dtype,
-                          seed=config.seed)
+                          seed=config.seed, sizes=config)
   source = train_data.image_source(config.data, image_size=tok.config.image_size,
                                    seed=config.seed)
   return pretokenize.encode_to_shards(tok, source, workdir, num_images=config.num_images,

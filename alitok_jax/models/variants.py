@@ -6,6 +6,12 @@ B / L / XL (`modeling/ar.py`, `configs/alitok_*.yaml`). `tiny` variants keep eve
 choice (273 latent tokens, 4096 codes, 1000 classes) and shrink only widths and depths, so that
 tests and the demo run on a CPU.
 
+Every size follows from a config's image size, patch size and codebook (issue 16): the grid is
+image_size / patch_size, the prefix is 1 + the grid width (the top-left patch and the first
+patch row: 17 at 256, 33 at 512) and the codes are prefix + grid cells (273 at 256, 1,057 at
+512). `sized` gives any variant at another resolution or codebook size (the paper's 512 x 512 of
+Table 5 and the 16,384-entry codebook of Table 6), e.g. `sized(AR['L'], image_size=512)`.
+
 Configs are frozen dataclasses: hashable (usable as static jit arguments), serialisable with
 `to_dict` / `from_dict` (the converter writes them next to the params as JSON).
 """
@@ -14,6 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Literal
+
+from alitok_jax.errors import ConfigError
+
+
+def prefix_tokens_of(grid_size: int) -> int:
+  """Prefix tokens of a grid: the top-left patch, then the first patch row (17 for 16 x 16)."""
+  return 1 + grid_size
+
+
+def codes_of(grid_size: int) -> int:
+  """Codes per image: the prefix, then one per grid cell (273 for 16 x 16, 1,057 for 32 x 32)."""
+  return prefix_tokens_of(grid_size) + grid_size**2
 
 
 def _check_heads(width: int, heads: int) -> None:
@@ -55,7 +73,7 @@ class TokenizerConfig:
   stage: Literal[1, 2] = 2
   image_size: int = 256
   patch_size: int = 16
-  prefix_tokens: int = 17
+  prefix_tokens: int | None = None  # None: 1 + the grid width (the prefix rule)
   token_size: int = 32
   codebook_size: int = 4096
   commitment_cost: float = 0.25
@@ -65,6 +83,15 @@ class TokenizerConfig:
       raise ValueError(f'tokenizer stage must be 1 or 2, got {self.stage!r}')
     if self.image_size % self.patch_size:
       raise ValueError(f'image_size {self.image_size} is not a multiple of patch_size {self.patch_size}')
+    if self.prefix_tokens is None:
+      object.__setattr__(self, 'prefix_tokens', prefix_tokens_of(self.grid_size))
+    if self.prefix_tokens != prefix_tokens_of(self.grid_size):
+      raise ValueError(f'prefix_tokens {self.prefix_tokens} breaks the prefix rule: a '
+                       f'{self.grid_size} x {self.grid_size} grid has 1 + {self.grid_size} = '
+                       f'{prefix_tokens_of(self.grid_size)} prefix tokens (the top-left patch '
+                       'and the first patch row)')
+    if self.codebook_size < 2:
+      raise ValueError(f'codebook_size must be at least 2, got {self.codebook_size}')
 
   @property
   def grid_size(self) -> int:
@@ -119,8 +146,12 @@ class ARConfig:
     if self.head_dim % 4:
       raise ValueError(f'head_dim {self.head_dim} must be a multiple of 4 for the 2D rotary table')
     grid = self.image_seq_len - self.prefix_tokens
-    if int(round(grid**0.5)) ** 2 != grid:
+    if grid < 1 or int(round(grid**0.5)) ** 2 != grid:
       raise ValueError(f'image_seq_len - prefix_tokens = {grid} is not a square grid')
+    if self.prefix_tokens != prefix_tokens_of(self.grid_size):
+      raise ValueError(f'prefix_tokens {self.prefix_tokens} breaks the prefix rule: a '
+                       f'{self.grid_size} x {self.grid_size} grid has '
+                       f'{prefix_tokens_of(self.grid_size)} prefix tokens')
 
   @property
   def head_dim(self) -> int:
@@ -177,11 +208,9 @@ TOKENIZER = {
     # patches give an 8 x 8 grid, so 9 prefix tokens (the top-left patch, then the first patch
     # row) + 64 grid tokens = 73 codes, from a codebook of 512.
     'demo_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1,
-                                   image_size=32, patch_size=4, prefix_tokens=9,
-                                   codebook_size=512),
+                                   image_size=32, patch_size=4, codebook_size=512),
     'demo_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2,
-                                   image_size=32, patch_size=4, prefix_tokens=9,
-                                   codebook_size=512),
+                                   image_size=32, patch_size=4, codebook_size=512),
 }
 
 AR = {
@@ -193,6 +222,56 @@ AR = {
     'demo': ARConfig(width=128, depth=2, heads=8, codebook_size=512, num_classes=10,
                      image_seq_len=73, prefix_tokens=9),
 }
+
+# The paper's sizes beyond the released models: 512 x 512 images (Table 5; the tokenizer and the
+# AR model fine-tuned from their 256 weights) and a 16,384-entry codebook (Table 6).
+RESOLUTIONS = (256, 512)
+CODEBOOK_SIZES = (4096, 16384)
+
+
+def sized(cfg: TokenizerConfig | ARConfig, *, image_size: int | None = None,
+          codebook_size: int | None = None, patch_size: int | None = None
+          ) -> TokenizerConfig | ARConfig:
+  """`cfg` at another image size and / or codebook size, every size derived (None keeps cfg's).
+
+  A tokenizer keeps its patch size (patch_size overrides it); its prefix and code count follow
+  the grid. An AR model has no patch size of its own: its grid is image_size / patch_size
+  (default 16, the released tokenizer's), so `sized(AR['L'], image_size=512)` samples 1,057
+  codes. Widths, depths and everything else stay.
+  """
+  if isinstance(cfg, TokenizerConfig):
+    patch = patch_size or cfg.patch_size
+    size = image_size or cfg.image_size
+    return dataclasses.replace(cfg, image_size=size, patch_size=patch, prefix_tokens=None,
+                               codebook_size=codebook_size or cfg.codebook_size)
+  if isinstance(cfg, ARConfig):
+    if image_size is None:
+      grid = cfg.grid_size
+    else:
+      patch = patch_size or 16
+      if image_size % patch:
+        raise ValueError(f'image_size {image_size} is not a multiple of patch_size {patch}')
+      grid = image_size // patch
+    return dataclasses.replace(cfg, image_seq_len=codes_of(grid),
+                               prefix_tokens=prefix_tokens_of(grid),
+                               codebook_size=codebook_size or cfg.codebook_size)
+  raise TypeError(f'sized takes a TokenizerConfig or an ARConfig, got {type(cfg).__name__}')
+
+
+def sized_from_config(cfg: TokenizerConfig | ARConfig, config: Any) -> TokenizerConfig | ARConfig:
+  """`sized(cfg, ...)` at a run config's `image_size` and `codebook_size` (configs/*.py's `res`
+  and `codebook` arguments) and `patch_size` (the tokenizer's, for an AR model's grid; only the
+  demo sets it: every released tokenizer has 16); a field that is absent or 0 keeps cfg's. The one place configs meet
+  sizes: a bad combination is a ConfigError naming the fields."""
+  image_size = int(config.get('image_size', 0) or 0) or None
+  codebook_size = int(config.get('codebook_size', 0) or 0) or None
+  patch_size = int(config.get('patch_size', 0) or 0) or None
+  try:
+    return sized(cfg, image_size=image_size, codebook_size=codebook_size, patch_size=patch_size)
+  except ValueError as exc:
+    raise ConfigError(f'config.image_size={image_size}, config.codebook_size={codebook_size}: '
+                      f'{exc}') from None
+
 
 # The released AR models' sampling settings (ALITOK_REFERENCE.md section 3, the reference's
 # README / sample_imagenet.py): guidance scale g and power p of the pow-cosine schedule, with

@@ -1,9 +1,10 @@
 """Classifier-free guidance with the reference's pow-cosine schedule.
 
 ALITOK_REFERENCE.md section 3 (`modeling/ar.py:generate`): the conditional and "no class" halves
-run as one batch, and at step s = 0 .. 272 (the step that predicts code s)
+run as one batch, and at step s = 0 .. L - 1 (the step that predicts code s, L codes: 273 at
+256 pixels, 1,057 at 512)
 
-    w     = (1 - cos((s / 273) ** p * pi)) / 2
+    w     = (1 - cos((s / L) ** p * pi)) / 2
     scale = (g - 1) * w + 1
     logits = uncond + (cond - uncond) * scale
 
@@ -12,7 +13,8 @@ skips the unconditional half when g == 0; g == 1 gives scale 1 at every step, i.
 conditional logits, so both mean "no guidance" here and halve the work.
 
 `Guidance` is a pytree: the scale and power are traced (changing them does not recompile), the
-number of steps and whether guidance is on are static.
+number of steps and whether guidance is on are static. The number of steps is the model's code
+count: left None, the sampler fills it in (`for_codes`); given, it must match.
 
 Dimension letters: B batch, V codebook size.
 """
@@ -29,7 +31,7 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Guidance:
-  """Guidance scale g and power p over `num_steps` codes (273 for AliTok at 256 pixels).
+  """Guidance scale g and power p over `num_steps` codes (None: the model's, `for_codes`).
 
   `enabled` False samples the conditional logits alone (half the work); left as None it follows
   the scale: g = 0 (the reference's switch) or g = 1 turn guidance off.
@@ -37,7 +39,7 @@ class Guidance:
 
   scale: float
   power: float
-  num_steps: int = 273
+  num_steps: int | None = None
   enabled: bool | None = None
 
   def __post_init__(self):
@@ -50,18 +52,31 @@ class Guidance:
         raise ValueError('Guidance(scale, power) needs numbers to tell whether guidance is on; '
                          'pass enabled=True or False with traced values')
       object.__setattr__(self, 'enabled', float(self.scale) not in (0.0, 1.0))
-    if not isinstance(self.num_steps, int) or self.num_steps < 1:
+    if self.num_steps is not None and (not isinstance(self.num_steps, int)
+                                       or self.num_steps < 1):
       raise ValueError(f'Guidance.num_steps must be a positive integer (the number of codes), '
                        f'got {self.num_steps!r}')
 
   @classmethod
-  def create(cls, scale: float, power: float, num_steps: int = 273) -> Guidance:
+  def create(cls, scale: float, power: float, num_steps: int | None = None) -> Guidance:
     """From plain numbers, checked; g == 0 (the reference's switch) or g == 1 turn guidance off."""
     _check(scale, power)
     return cls(float(scale), float(power), num_steps)
 
+  def for_codes(self, num_codes: int) -> Guidance:
+    """This guidance over a model's `num_codes` codes: num_steps filled in, or checked."""
+    if self.num_steps is None:
+      return dataclasses.replace(self, num_steps=num_codes)
+    if self.num_steps != num_codes:
+      raise ValueError(f'guidance.num_steps = {self.num_steps}, but this model samples '
+                       f'{num_codes} codes: leave num_steps out (it follows the model) or use '
+                       f'Guidance.create({self.scale}, {self.power}, num_steps={num_codes})')
+    return self
+
   def scale_at(self, step: jax.Array) -> jax.Array:
     """The guidance scale at step(s) `step` (int, any shape), float32."""
+    if self.num_steps is None:
+      raise ValueError('Guidance.num_steps is not set: call for_codes(model codes) first')
     return schedule(step, self.scale, self.power, self.num_steps)
 
   def __call__(self, cond: jax.Array, uncond: jax.Array, step: jax.Array) -> jax.Array:

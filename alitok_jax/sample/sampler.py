@@ -19,7 +19,8 @@ Randomness: image i of a run draws from key fold_in(fold_in(key(seed), i), step)
 image index, so the codes do not depend on the batch size, the batch's split over devices or
 processes, or padding.
 
-Dimension letters: B images, R rows (2B with guidance), L = 273 codes, V codebook size.
+Dimension letters: B images, R rows (2B with guidance), L codes (273 at 256 pixels, 1,057 at
+512), V codebook size.
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def sample_codes(graphdef: nnx.GraphDef, params, labels: jax.Array, indices: jax
   indices int32 [B]: the global index of each image, which with `seed` fixes its randomness.
   """
   model = _model(graphdef, params)
+  guidance = guidance.for_codes(model.config.image_seq_len)
   labels, indices = _constrain((labels, indices), plan.mesh)
   base = jax.random.key(seed)
   image_keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(indices)  # [B]
@@ -210,6 +212,7 @@ def guided_probs(graphdef: nnx.GraphDef, params, labels: jax.Array, codes: jax.A
   rows, guidance with the scale of step s, then temperature / top-k / top-p and a softmax.
   """
   model = _model(graphdef, params)
+  guidance = guidance.for_codes(model.config.image_seq_len)
   guided = guidance.enabled
   rows = class_rows(labels, guided, model.config)  # [R]
   tokens = jnp.concatenate([rows[:, None], _repeat_rows_2d(codes, guided)], axis=1)  # [R, 274]

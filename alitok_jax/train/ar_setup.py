@@ -29,10 +29,11 @@ _DROPOUTS = ('dropout', 'attn_dropout', 'token_dropout', 'class_dropout')
 
 
 def model_config(config: Any) -> variants.ARConfig:
-  """The AR size `config.model` with the config's dropout overrides (None keeps the variant's)."""
+  """The AR size `config.model` at `config.image_size` / `config.codebook_size` (0 or absent
+  keeps the variant's), with the config's dropout overrides (None keeps the variant's)."""
   if config.model not in variants.AR:
     raise ConfigError(f'config.model={config.model!r} is not one of {sorted(variants.AR)}')
-  base = variants.AR[config.model]
+  base = variants.sized_from_config(variants.AR[config.model], config)
   overrides = {k: config.get(k) for k in _DROPOUTS if config.get(k) is not None}
   return variants.ARConfig(**{**base.__dict__, **overrides})
 
@@ -46,16 +47,48 @@ def optimizer(config: Any, cfg: variants.ARConfig) -> tuple[Callable, optax.Grad
   return schedule, tx
 
 
-def init_fn(cfg: variants.ARConfig, tx: optax.GradientTransformation) -> Callable[[int], dict]:
-  """seed -> the fresh train state {'step', 'params', 'opt', 'nonfinite'} (jit it with
-  out_shardings)."""
+def init_fn(cfg: variants.ARConfig, tx: optax.GradientTransformation) -> Callable[..., dict]:
+  """(seed, params or None) -> the fresh train state {'step', 'params', 'opt', 'nonfinite'}: the
+  given params (a fine-tune, `initial_params`) or random ones; jit it with out_shardings."""
 
-  def init(seed: int) -> dict:
-    params = build.random_params(cfg, seed=seed)
+  def init(seed: int, params: Any = None) -> dict:
+    if params is None:
+      params = build.random_params(cfg, seed=seed)
     return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt': tx.init(params),
             nonfinite.COUNTERS: nonfinite.initial_counters()}
 
   return init
+
+
+def initial_params(cfg: variants.ARConfig, config: Any,
+                   log: Callable[[str], None] = print) -> Any:
+  """The params of `config.init_from` (an AR model directory) as numpy, or None (random).
+
+  A fine-tune starts there with a fresh optimizer (the paper's 512 AR models start from their
+  256 weights, Table 5). The weights do not depend on the sequence length (RoPE is computed), so
+  a 273-code model starts a 1,057-code run as it is; every other size must be the run's.
+  """
+  if not config.get('init_from'):
+    return None
+  from alitok_jax import checkpoint  # pylint: disable=import-outside-toplevel
+
+  src_cfg, _ = checkpoint.load_config(config.init_from)
+  if not isinstance(src_cfg, variants.ARConfig):
+    raise ConfigError(f'init_from {config.init_from} holds a tokenizer, not an AR model')
+  shape_fields = ('width', 'depth', 'heads', 'codebook_size', 'num_classes')
+  differ = [f'{k} {getattr(src_cfg, k)} (the run: {getattr(cfg, k)})' for k in shape_fields
+            if getattr(src_cfg, k) != getattr(cfg, k)]
+  if differ:
+    raise ConfigError(f'init_from {config.init_from} holds an AR model of another size: '
+                      f'{", ".join(differ)}')
+  params = jax.tree.map(np.asarray, checkpoint.restore_params(
+      config.init_from, build.abstract_params(src_cfg)))
+  note = ''
+  if src_cfg.image_seq_len != cfg.image_seq_len:
+    note = (f' (its {src_cfg.image_seq_len}-code weights serve {cfg.image_seq_len} codes as '
+            'they are: RoPE is computed from the sequence, no tensor depends on it)')
+  log(f'initialised from {config.init_from}, a fresh optimizer{note}')
+  return params
 
 
 def train_step_fn(config: Any, cfg: variants.ARConfig, graphdef: Any, schedule: Callable,

@@ -31,10 +31,11 @@ from alitok_jax.train import tokenizer_steps as steps
 
 
 def model_config(config: Any) -> variants.TokenizerConfig:
-  """The tokenizer size `config.model`, checked against `config.stage`."""
+  """The tokenizer size `config.model` at `config.image_size` / `config.codebook_size` (when the
+  config has them; 0 or absent keeps the variant's), checked against `config.stage`."""
   if config.model not in variants.TOKENIZER:
     raise ConfigError(f'config.model={config.model!r} is not one of {sorted(variants.TOKENIZER)}')
-  tok_cfg = variants.TOKENIZER[config.model]
+  tok_cfg = variants.sized_from_config(variants.TOKENIZER[config.model], config)
   if tok_cfg.stage != config.stage:
     raise ConfigError(f'config.model={config.model!r} is a stage-{tok_cfg.stage} tokenizer but '
                       f'config.stage={config.stage}')
