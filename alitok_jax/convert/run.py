@@ -12,6 +12,10 @@ files (`lpips_to_model_dir`).
 
 JAX -> torch: read a model directory and write a state dict that the reference code loads with
 `model.load_state_dict(torch.load(path))`; JAX -> torch -> JAX is bit-identical.
+
+At another image size (`--image-size`, issue 16): either source, written as a model directory
+with the resolution-dependent tensors interpolated (`resize`; `resize_model_dir` for a model
+directory source).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from alitok_jax import checkpoint
 from alitok_jax.convert import convnext as convnext_keys
-from alitok_jax.convert import detect, engine, keys, torch_writer, torchscript
+from alitok_jax.convert import detect, engine, keys, resize, torch_writer, torchscript
 from alitok_jax.convert import inception as inception_keys
 from alitok_jax.convert import lpips as lpips_keys
 from alitok_jax.convert.state_dict import read_state_dict
@@ -45,6 +49,7 @@ class ConversionReport:
   config: Any  # the model config: TokenizerConfig, ARConfig, ConvNeXtConfig, ...
   num_params: int
   extras: tuple[str, ...] = ()
+  note: str = ''  # e.g. what a resize changed
 
   def summary(self) -> str:
     cfg = self.config
@@ -66,8 +71,9 @@ class ConversionReport:
               f'({cfg.decoder.heads} heads), {cfg.num_latent_tokens} tokens, '
               f'codebook {cfg.codebook_size}x{cfg.token_size}')
     extras = f' (+ {", ".join(self.extras)})' if self.extras else ''
+    note = f'\n  {self.note}' if self.note else ''
     return (f'{self.direction}: {self.source} -> {self.destination}\n  {what}\n'
-            f'  {self.num_params:,} parameters ({self.num_params / 1e6:.1f}M){extras}')
+            f'  {self.num_params:,} parameters ({self.num_params / 1e6:.1f}M){extras}{note}')
 
 
 def key_table(config: Any, params: Mapping[Any, Any]) -> engine.KeyTable:
@@ -83,11 +89,14 @@ def key_table(config: Any, params: Mapping[Any, Any]) -> engine.KeyTable:
 
 def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
                        encoder_heads: int | None = None, decoder_heads: int | None = None,
+                       image_size: int | None = None,
                        overwrite: bool = False) -> ConversionReport:
   """Converts a torch checkpoint file into a model directory.
 
   The file is loaded lazily; the model is detected from shapes and its size bounded (`detect`),
   every key and shape is checked against it, and only then is each tensor read, in turn.
+  image_size: write the model at this image size instead (`resize`: a 256 tokenizer's
+  resolution-dependent tensors interpolated; an AR model's config rewritten).
   """
   source = str(src)
   sd, label = _read_source(src, source)
@@ -101,6 +110,10 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
   params = table.to_params(sd, abstract, source=source)
   buffers = keys.split_buffers(sd)
   metadata = {'converted_from': os.path.basename(source)}
+  note = ''
+  if image_size is not None:
+    config, params, note = _resized(config, params, image_size, metadata)
+    num_params = build.count_params(config)
   if isinstance(config, InceptionConfig):
     if label is None:
       label = (inception_keys.SOURCE_PYTORCH_FID if config.num_classes else
@@ -109,7 +122,36 @@ def torch_to_model_dir(src: str | os.PathLike, dst: str | os.PathLike, *,
     metadata.update(inception_keys.provenance_metadata(config, label, src))
   checkpoint.save_model_dir(dst, config, params, codebook_usage=buffers.get('codebook_usage'),
                             overwrite=overwrite, metadata=metadata)
-  return ConversionReport('torch->jax', source, str(dst), config, num_params, tuple(buffers))
+  return ConversionReport('torch->jax', source, str(dst), config, num_params, tuple(buffers),
+                          note)
+
+
+def _resized(config: Any, params: Any, image_size: int, metadata: dict
+             ) -> tuple[Any, Any, str]:
+  """`resize.resize` of a converted model, recorded in `metadata`; (config, params, note)."""
+  new, params, changed = resize.resize(config, params, image_size)
+  metadata.update(resize.metadata(config))
+  return new, params, resize.describe(config, new, changed)
+
+
+def resize_model_dir(src: str | os.PathLike, dst: str | os.PathLike, image_size: int, *,
+                     overwrite: bool = False) -> ConversionReport:
+  """A model directory at another image size (`resize`), written as a new model directory."""
+  config, params, usage = load_model_dir_numpy(src)
+  if not isinstance(config, (TokenizerConfig, ARConfig)):
+    raise engine.ConversionError(f'{src} holds a {type(config).__name__} model: --image-size '
+                                 'applies to AliTok tokenizers and AR models')
+  _, doc = checkpoint.load_config(src)
+  own = ('format', 'model', 'fingerprint_format', 'fingerprint', 'resized_from')
+  metadata = {k: v for k, v in doc.items() if k not in own}
+  metadata['converted_from'] = metadata.get('converted_from') or os.path.basename(
+      os.path.normpath(str(src)))
+  extras = ('codebook_usage',) if usage is not None else ()
+  new, params, note = _resized(config, params, image_size, metadata)
+  checkpoint.save_model_dir(dst, new, params, codebook_usage=usage, overwrite=overwrite,
+                            metadata=metadata)
+  return ConversionReport('jax->jax', str(src), str(dst), new, build.count_params(new), extras,
+                          note)
 
 
 def _read_source(src: str | os.PathLike, source: str) -> tuple[dict[str, Any], str | None]:
