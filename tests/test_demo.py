@@ -37,3 +37,26 @@ def test_small_demo_writes_the_report_and_reruns_quickly(tmp_path):
   again = _run(tmp_path)
   assert again.count('already finished') == 3  # both tokenizer stages and the AR model
   assert '0 to do' in again
+
+
+def test_demo_at_64_pixels_keeps_the_prefix_rule(tmp_path):
+  """configs/demo.py:small,res=64, the laptop's analogue of 512: a 16 x 16 grid of 4-pixel
+  patches, 17 prefix tokens (the class band lies in the first patch row) + 256 = 273 codes;
+  the whole pipeline runs (shortened further here: CI's time)."""
+  cmd = [sys.executable, '-m', 'alitok_jax.main', '--config=configs/demo.py:small,res=64',
+         f'--workdir={tmp_path}', '--config.stage1_steps=6', '--config.stage2_steps=2',
+         '--config.ar_steps=2', '--config.pretokenize_images=8', '--config.eval_images=8',
+         '--config.samples_per_class=1', '--config.tokenizer_batch=4', '--config.ar_batch=8']
+  out = subprocess.run(cmd, cwd=REPO, env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+                       capture_output=True, text=True, timeout=1200)
+  assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+  from alitok_jax import checkpoint  # noqa: PLC0415
+  tok = checkpoint.load_config(tmp_path / 'stage2/model')[0]
+  gen = checkpoint.load_config(tmp_path / 'ar/model')[0]
+  assert (tok.image_size, tok.patch_size, tok.grid_size, tok.prefix_tokens) == (64, 4, 16, 17)
+  assert tok.num_latent_tokens == gen.image_seq_len == 273 and gen.prefix_tokens == 17
+  assert checkpoint.load_config(tmp_path / 'stage1/model')[0].prefix_tokens == 17
+  codes = np.load(sorted((tmp_path / 'codes').glob('codes-*.npy'))[0])
+  assert codes.shape == (80, 273)
+  metrics = json.loads((tmp_path / 'report' / 'metrics.json').read_text())
+  assert np.isfinite(metrics['recon_psnr']) and metrics['samples'] == 10

@@ -137,7 +137,7 @@ def test_metric_window_averages_and_throughput():
 def test_stage2_initialisation_follows_the_reference_rule():
   stage1 = jax.tree.map(np.asarray, build.random_params(variants.TOKENIZER['tiny_stage1'], seed=1))
   fresh = jax.tree.map(np.asarray, build.random_params(variants.TOKENIZER['tiny_stage2'], seed=2))
-  params, kept_fresh, dropped = tokenizer_init.stage2_from_stage1(stage1, fresh)
+  params, kept_fresh, dropped = tokenizer_init.carry_matching(stage1, fresh)
   assert kept_fresh == ['decoder.class_embedding', 'decoder.latent_token_positional_embedding']
   assert dropped == ['decoder.conv_out_aux.bias', 'decoder.conv_out_aux.kernel',
                      'decoder.ffn_aux.bias', 'decoder.ffn_aux.kernel']

@@ -46,8 +46,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   local_batch = mesh_lib.local_batch_size(config.batch_size, mesh)
   graphdef = build.abstract(cfg, dtype=jnp.dtype(config.dtype))[0]
   schedule, tx = ar_setup.optimizer(config, cfg)
-  init = ar_setup.init_fn(cfg, tx)
-  abstract, shardings = loop.abstract_state(functools.partial(init, config.seed), mesh, spec)
+  init = functools.partial(ar_setup.init_fn(cfg, tx), config.seed)
+  start_params = ar_setup.initial_params(cfg, config, writer.write_text)
+  abstract, shardings = loop.abstract_state(init, mesh, spec, start_params)
   writer.write_text(memory.memory_estimate(abstract, mesh, config.batch_size, activation_bytes=(
       memory.ar_activation_bytes(cfg, config.batch_size // mesh.devices.size,
                                  accum_steps=config.accum_steps, remat=config.remat,
@@ -63,8 +64,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                       log=writer.write_text)
   state, _ = loop.restore_or_init(
       ckpt, abstract, batches,
-      lambda: jax.jit(init, static_argnums=0, out_shardings=shardings)(config.seed),
-      log=writer.write_text, started='started AR training from random weights')
+      lambda: jax.jit(init, out_shardings=shardings)(start_params),
+      log=writer.write_text,
+      started=f'started AR training from {config.get("init_from") or "random weights"}')
   writer.write_text(f'AR-{config.model}: {loop.describe_params(state["params"])} params, global '
                     f'batch {config.batch_size} x {cfg.image_seq_len} tokens, {total} steps, '
                     f'accumulation {config.accum_steps}, remat {config.remat}, '
