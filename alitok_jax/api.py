@@ -96,7 +96,8 @@ class _Model:
 
 
 class Tokenizer(_Model):
-  """The AliTok tokenizer: 256x256 images <-> 273 codes (17 prefix + 16 x 16)."""
+  """The AliTok tokenizer: 256x256 images <-> 273 codes (17 prefix + 16 x 16); at the sizes of
+  its config otherwise (512x512 <-> 1,057 codes: 33 prefix + 32 x 32)."""
 
   config_type = TokenizerConfig
 

@@ -31,7 +31,7 @@ def test_ar_sizes_follow_reference_table():
 
 
 def test_rope_table_rows():
-  cos, sin = rope.rope_table(16)
+  cos, sin = rope.rope_table(16, 17, 16)
   assert cos.shape == (274, 8)
   np.testing.assert_array_equal(cos[0], 0)  # class token: zeroed q and k
   np.testing.assert_array_equal(sin[0], 0)

@@ -11,9 +11,9 @@ from alitok_jax import Generator, Tokenizer, checkpoint, config_files
 from alitok_jax.commands import pretokenize, sample, train_ar, train_tokenizer
 from alitok_jax.convert import run as convert_run
 from alitok_jax.errors import ConfigError
-from alitok_jax.models import build, variants
+from alitok_jax.models import build, rope, variants
 from alitok_jax.models.tokenizer import prefix_target
-from alitok_jax.train import ar_setup, tokenizer_init, tokenizer_setup
+from alitok_jax.train import ar_setup, tokenizer_init, tokenizer_setup, tokenizer_steps
 
 
 def _params(directory) -> dict:
@@ -40,6 +40,17 @@ def test_every_size_follows_the_image_size(size, grid, prefix, codes):
   # The prefix target: the top-left patch then the first patch row = prefix patches wide.
   images = np.zeros((1, size, size, 3), np.float32)
   assert prefix_target(images, 16).shape == (1, 16, 16 * prefix, 3)
+  assert tokenizer_steps.prefix_loss_scale(prefix, grid) == 10.0 * prefix / grid**2
+  # The RoPE table: class row, prefix 0..K-1 (1D), grid row r / column c at K + r / K + c.
+  cos, sin = rope.rope_table(16, prefix, grid)
+  assert cos.shape == (1 + codes, 8)
+  angles = np.arctan2(sin, cos)
+  freq = np.float32(1.0)  # pair 0 of each half: frequency 1
+  r, c = grid - 1, grid - 2
+  row = 1 + prefix + r * grid + c
+  np.testing.assert_allclose(np.cos(angles[row, 0]), np.cos((prefix + r) * freq), atol=1e-5)
+  np.testing.assert_allclose(np.cos(angles[row, 4]), np.cos((prefix + c) * freq), atol=1e-5)
+  np.testing.assert_allclose(np.cos(angles[prefix, 0]), np.cos(prefix - 1.0), atol=1e-5)
 
 
 def test_the_prefix_rule_is_enforced():

@@ -109,7 +109,7 @@ def test_generator_step_with_perceptual_and_lpips_losses():
   _, metrics = jax.jit(functools.partial(steps.generator_step, s))(state, aux, batch)
   m = jax.device_get(metrics)
   assert m['loss/perceptual'] > 0 and m['loss/lpips'] > 0
-  expected = (m['loss/mse'] + steps.PREFIX_LOSS_SCALE * m['loss/prefix'] + 0.1 *
+  expected = (m['loss/mse'] + steps.prefix_loss_scale(17, 16) * m['loss/prefix'] + 0.1 *
               m['loss/perceptual'] + m['loss/lpips'] + m['loss/quantizer'])
   np.testing.assert_allclose(m['loss/total'], expected, rtol=1e-5)
 

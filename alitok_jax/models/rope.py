@@ -6,6 +6,9 @@ interleaved (dims 2i and 2i+1 rotate together), base 10000:
 - rows 1..17, the prefix tokens: 1D positions 0..16 over all H/2 frequencies 10000^(-2i/H);
 - rows 18..273, grid token r*16 + c: the first H/4 pairs rotate by 17 + r, the last H/4 by 17 + c,
   with frequencies 10000^(-2i/(H/2)). (The paper says 16..31; the released code uses 17..32.)
+At other sizes the same rule with K prefix tokens and a g x g grid (K = 1 + g): 1 + K + g^2 rows,
+the grid rotating by K + r and K + c (at 512: 1 + 33 + 1024 rows, positions 33..64; the
+reference hard-codes 17 and 16 at modeling/ar.py:253, `tests/test_parity_512.py` patches them).
 
 Tables are computed in float32 with the same operation order as the reference, so that the
 angles round the same way. Shapes: H head dim, L positions.
@@ -31,7 +34,7 @@ def _inverse_frequencies(n_elem: int, base: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def rope_table(head_dim: int, prefix_tokens: int = 17, grid_size: int = 16,
+def rope_table(head_dim: int, prefix_tokens: int, grid_size: int,
                base: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
   """(cos, sin), each float32 [1 + prefix_tokens + grid_size**2, head_dim // 2]."""
   if head_dim % 4:

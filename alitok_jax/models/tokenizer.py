@@ -14,6 +14,9 @@ normalisation in either); decoder outputs pass through a sigmoid.
   sigmoid. Stage 1 also maps the 17 prefix tokens through `ffn_aux` / `conv_out_aux` to one row of
   17 patches, [B, 16, 272, 3]: the prefix head.
 
+Sizes are those of 256-pixel images; every one follows the config (`variants.sized`): at 512,
+32 x 32 patches, 33 prefix tokens and 1,057 latent tokens, the prefix head one row of 33 patches.
+
 Dimension letters: B batch, P patches (256), L latent tokens (273), S decoder sequence, D width,
 C code width, V codebook size.
 """

@@ -41,8 +41,10 @@ from alitok_jax.models import quantizer as quantizer_lib
 from alitok_jax.models import tokenizer as tokenizer_lib
 from alitok_jax.train import nonfinite, optim
 
-# The reference's prefix loss: 10 x MSE of the prefix row, scaled by its share of tokens (17/256).
-PREFIX_LOSS_SCALE = 10.0 * 17.0 / 256.0  # at the released sizes; generator_loss computes it
+def prefix_loss_scale(prefix_tokens: int, grid_size: int) -> float:
+  """The reference's prefix-loss weight: 10 x the prefix's share of the grid tokens (10 x 17 /
+  256 at 256 pixels, 10 x 33 / 1024 at 512)."""
+  return 10.0 * prefix_tokens / grid_size**2
 FROZEN_STAGE2 = ('encoder', 'quantize', 'latent_tokens')
 
 
@@ -132,10 +134,9 @@ def generator_loss(s: StepSettings, trainable: dict, frozen: dict, aux: dict, x:
   total = parts['loss/mse']
   if prefix is not None:
     p = prefix.shape[1]
-    target = tokenizer_lib.prefix_target(x, patch_size=p)  # [B, p, 17 p, 3]
+    target = tokenizer_lib.prefix_target(x, patch_size=p)  # [B, p, (1 + grid) p, 3]
     parts['loss/prefix'] = jnp.mean((target - prefix) ** 2)
-    # 10 x (prefix tokens / grid tokens): 10 x 17 / 256 at the released sizes.
-    scale = 10.0 * (prefix.shape[2] // p) / (x.shape[1] // p) ** 2
+    scale = prefix_loss_scale(prefix.shape[2] // p, x.shape[1] // p)
     total = total + scale * parts['loss/prefix']
   if s.perceptual_weight > 0:
     from alitok_jax.losses import perceptual as perceptual_loss
