@@ -190,3 +190,22 @@ def test_16384_codebook_tiny_pipeline_stage1_ar_sample(tmp_path):
   s.codebook_size = 4096
   with pytest.raises(ConfigError, match='codebook_size 16384, but the config asks for 4096'):
     sample.run(s, str(tmp_path / 'samples2'))
+
+
+def test_code_shards_of_another_size_are_refused(tmp_path):
+  from alitok_jax.data import code_shards  # noqa: PLC0415
+  from alitok_jax.train import train_data  # noqa: PLC0415
+
+  code_shards.write_shard(tmp_path, 0, np.zeros((4, 273), np.int32), np.zeros(4, np.int32))
+  c = config_files.load('ar', 'tiny,res=512')
+  c.data.kind, c.data.codes_dir = 'codes', str(tmp_path)
+  with pytest.raises(ConfigError, match='holds 273 codes per example, but the AR model takes 1057'):
+    train_data.code_source(c.data, ar_setup.model_config(c), 0)
+  (tmp_path / 'pretokenize.json').write_text('{"codebook_size": 16384}')
+  c = config_files.load('ar', 'tiny')
+  c.data.kind, c.data.codes_dir = 'codes', str(tmp_path)
+  with pytest.raises(ConfigError, match='codes of a 16384-entry codebook, but the AR model has 4096'):
+    train_data.code_source(c.data, ar_setup.model_config(c), 0)
+  c = config_files.load('ar', 'tiny,codebook=16384')
+  c.data.kind, c.data.codes_dir = 'codes', str(tmp_path)
+  assert len(train_data.code_source(c.data, ar_setup.model_config(c), 0)) == 4

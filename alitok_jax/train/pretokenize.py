@@ -93,7 +93,8 @@ def encode_to_shards(tok, source, out: str | pathlib.Path, *, num_images: int,
     multihost_utils.sync_global_devices('pretokenize done')
   summary = {'images': n, 'crops_per_image': CROPS, 'shards': num_shards,
              'skipped_this_process': skipped, 'tokenizer': tokenizer_name,
-             'image_size': size}
+             'image_size': size, 'codes_per_image': tok.config.num_latent_tokens,
+             'codebook_size': tok.config.codebook_size}
   if jax.process_index() == 0:
     (out / 'pretokenize.json').write_text(json.dumps(summary, indent=1) + '\n')
   print(f'done: {summary}')

@@ -12,6 +12,8 @@ positions a fresh stream at step t when no saved position fits (another process 
 
 from __future__ import annotations
 
+import json
+import pathlib
 from typing import Any
 
 import jax
@@ -102,12 +104,31 @@ def code_source(data: Any, ar_cfg, seed: int, held_out: bool = False):
     if not data.codes_dir:
       raise ConfigError('data.kind=codes needs data.codes_dir: shards written by '
                         '`python -m alitok_jax.main --config=configs/pretokenize.py`')
-    return sources.make_source('codes', directory=data.codes_dir)
+    return check_code_shards(sources.make_source('codes', directory=data.codes_dir), ar_cfg,
+                             data.codes_dir)
   raise ConfigError(f'data.kind={data.kind!r} is not one of codes, images, synthetic_codes')
 
 
+def check_code_shards(source: Any, ar_cfg, where: str) -> Any:
+  """ConfigError unless the shards hold the AR model's codes per example and, where the
+  pretokenization recorded it (pretokenize.json), its codebook size; the source otherwise."""
+  if source.num_tokens != ar_cfg.image_seq_len:
+    raise ConfigError(f'{where} holds {source.num_tokens} codes per example, but the AR model '
+                      f'takes {ar_cfg.image_seq_len}: pretokenize with a tokenizer of its size '
+                      f'(e.g. res=512 for 1,057 codes) or train at the size of these codes')
+  summary = pathlib.Path(where) / 'pretokenize.json'
+  if summary.is_file():
+    codebook = json.loads(summary.read_text()).get('codebook_size')
+    if codebook is not None and codebook != ar_cfg.codebook_size:
+      raise ConfigError(f'{where} holds codes of a {codebook}-entry codebook, but the AR model '
+                        f'has {ar_cfg.codebook_size} (codebook={codebook} in the config '
+                        'argument)')
+  return source
+
+
 class CodeBatches:
-  """Global batches {'codes': int32 [B, 273], 'label': int32 [B]} for the AR trainer.
+  """Global batches {'codes': int32 [B, L], 'label': int32 [B]} for the AR trainer (L: the AR
+  model's codes, 273 at 256 pixels).
 
   From code shards, from synthetic codes, or from images encoded on the fly by `tokenizer`
   (`data.kind=images`, for data small enough that pretokenizing is not worth it): an object
@@ -157,7 +178,8 @@ def held_out_codes(config: Any, count: int, ar_cfg) -> dict[str, np.ndarray]:
   """Up to `count` held-out sequences {'codes', 'label'} (empty arrays when there are none)."""
   data = config.data
   if config.get('eval_codes_dir'):
-    source = sources.make_source('codes', directory=config.eval_codes_dir)
+    source = check_code_shards(sources.make_source('codes', directory=config.eval_codes_dir),
+                               ar_cfg, config.eval_codes_dir)
   elif data.kind == 'synthetic_codes':
     source = code_source(data, ar_cfg, config.seed, held_out=True)
   else:
