@@ -115,3 +115,20 @@ def test_a_bad_topology_is_one_line_and_exit_2():
 def test_a_mode_without_steps_is_refused():
   out = _cli('--config=configs/fid.py', '--topology=v5e:2x2')
   assert out.returncode == 2 and 'covers the modes' in out.stderr
+
+
+def test_the_sampler_at_512_pixels_compiles_its_1057_steps():
+  # configs/sample.py:tiny,res=512: tiny models sized for 512 pixels (a 32 x 32 grid, 33 prefix
+  # tokens): the sampler's scan runs 1,057 steps and the decoder takes [B, 1057] codes.
+  # Two segments instead of 8: the same program in fewer scan copies, a quicker compile.
+  config = config_files.load('sample', 'tiny,res=512')
+  config.segments = 2
+  report = _check(config, 'v5e:2x2')
+  assert report['fits'] and len(report['programs']) == 2
+  sample, decode = report['programs']
+  assert '1057 codes' in sample['name'] and not sample['unknown_loops']
+  assert 0 < sample['memory']['total'] < chips.CHIPS['v5e'].hbm_bytes
+  # 1,056 steps after the prefill in 2 segments (~528 each): counted step by step.
+  assert sample['cost']['flops'] > 200 * sample['xla_cost_loops_once']['flops']
+  # The 4 images over 4 chips: one uint8 512 x 512 image out of each chip.
+  assert decode['fits'] and decode['memory']['outputs'] >= 512 * 512 * 3

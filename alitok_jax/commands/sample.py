@@ -18,11 +18,13 @@ import jax
 import ml_collections
 
 from alitok_jax import Generator, Tokenizer, checkpoint
+from alitok_jax.commands import loading
 from alitok_jax.errors import ConfigError
 from alitok_jax.models import variants
 from alitok_jax.sample import decode
 from alitok_jax.sample import shards as shards_lib
 from alitok_jax.sample.strategies import Sampling
+from alitok_jax.train import memory
 
 # Settings that change the images; a rerun must agree on them to reuse finished shards.
 _SETTING_KEYS = ('variant', 'generator', 'tokenizer', 'num_images', 'batch_size',
@@ -43,15 +45,13 @@ def _load(config: ml_collections.ConfigDict) -> tuple[Generator, Tokenizer]:
         f'then pass --config.{missing[0]}=<that directory>')
   if config.generator:
     gen = Generator.load(config.generator, dtype=config.dtype)
+    loading.check_sizes(gen.config, config, config.generator)
   else:
-    print('no config.generator: using a random tiny AR model')
-    gen = Generator.random(variants.AR['tiny'], seed=config.seed, dtype=config.dtype)
-  if config.tokenizer:
-    tok = Tokenizer.load(config.tokenizer, dtype=config.dtype)
-  else:
-    print('no config.tokenizer: using a random tiny tokenizer')
-    tok = Tokenizer.random(variants.TOKENIZER['tiny_stage2'], seed=config.seed,
-                           dtype=config.dtype)
+    gen_cfg = variants.sized_from_config(variants.AR['tiny'], config)
+    print(f'no config.generator: using a random tiny AR model ({gen_cfg.image_seq_len} codes)')
+    gen = Generator.random(gen_cfg, seed=config.seed, dtype=config.dtype)
+  tok = loading.tokenizer(config.tokenizer, random='tiny_stage2', dtype=config.dtype,
+                          seed=config.seed, sizes=config)
   released = variants.AR.get(config.variant)
   if released is not None and (gen.config.width, gen.config.depth) != (released.width,
                                                                          released.depth):
@@ -90,6 +90,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   shards_lib.check_settings(workdir / shards_lib.SHARDS_DIR, settings)
 
   devices = jax.local_devices()
+  print(memory.sampling_estimate(gen.config, tok.config, config.batch_size, len(devices),
+                                 dtype_bytes=gen.dtype.itemsize, guided=guidance.enabled))
   sampler = gen.sampler(devices=devices, segments=config.segments, attention=config.attention)
   decoder = decode.Decoder(tok, devices=devices)
   if config.batch_size % len(devices):

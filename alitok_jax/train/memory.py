@@ -3,12 +3,16 @@
 Params and optimizer state come exactly from their shardings (`memory_estimate`); activations
 from rough per-layer counts: `transformer_activation_bytes` for one pre-norm transformer,
 `tokenizer_activation_bytes` for a tokenizer training step with its loss networks and
-`ar_activation_bytes` for an AR step (with remat and gradient accumulation). They are estimates,
-to see at a glance whether a run fits; a compiled step's own memory analysis is the measurement.
+`ar_activation_bytes` for an AR step (with remat and gradient accumulation). Sampling
+(`sample_bytes`, `decode_bytes`, printed in one line by `sampling_estimate`): the AR model's
+params, its preallocated KV cache and logits for one batch, and the tokenizer's decode of that
+batch. They are estimates, to see at a glance whether a run fits; a compiled step's own memory
+analysis (`python -m alitok_jax.aot`) or `memory_stats()` is the measurement.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -99,3 +103,94 @@ def ar_activation_bytes(cfg: Any, per_device: int, *, accum_steps: int, remat: b
     blocks = transformer_activation_bytes(micro, tokens, cfg.width, cfg.ffn_hidden,
                                           cfg.depth, cfg.heads, dtype_bytes=dtype_bytes)
   return blocks + micro * tokens * cfg.codebook_size * 4 * 2
+
+
+def _param_count(tree: Any) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+@functools.lru_cache(maxsize=64)
+def _param_counts(cfg: Any) -> tuple[int, int]:
+  """(all params, the tokenizer decoder's or 0) of a (hashable) model config; cached: building
+  the abstract tree takes seconds for the large models."""
+  from alitok_jax.models import build  # noqa: PLC0415 (models import nothing from train)
+
+  tree = build.abstract_params(cfg)
+  return _param_count(tree), _param_count(tree['decoder']) if 'decoder' in tree else 0
+
+
+def param_count(cfg: Any) -> int:
+  """Parameters of a model config (`build.count_params`, cached)."""
+  return _param_counts(cfg)[0]
+
+
+def sample_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2, guided: bool = True,
+                 stored_bytes: int = 4) -> dict[str, int]:
+  """Per-device bytes of one sampling batch of `sample/sampler.py:sample_codes`.
+
+  cfg: an ARConfig; batch: images on this device (rows R = 2 x batch with guidance). Counted:
+  - params: as the Generator holds them (`stored_bytes`: 4, the converted float32), plus the copy
+    in the compute dtype that the sampler casts once before its loop (none in float32);
+  - kv_cache: per layer k and v [R, L, N, H] in the compute dtype, L = image_seq_len (273 at 256
+    pixels, 1,057 at 512; the last code is never fed back), N x H = width;
+  - logits: the step's float32 [R, V] and ~3 float32 [B, V] copies for guidance, the filters and
+    the draw (V = codebook_size);
+  - step: one decode step's activations (R x (4 x width + 3 x SwiGLU hidden) in the compute
+    dtype), the per-step float32 attention scores [R, N, L], and the codes [L, B] int32 twice.
+  The compiled TPU programs (docs/SCALING.md) hold ~0.4-0.8 GB more at 64 images per chip:
+  XLA's own working buffers, not modelled here.
+  """
+  rows = 2 * batch if guided else batch
+  count = param_count(cfg)
+  seq = cfg.image_seq_len
+  return _with_total({
+      'params': count * stored_bytes,
+      'params_compute': 0 if dtype_bytes == stored_bytes else count * dtype_bytes,
+      'kv_cache': cfg.depth * 2 * rows * seq * cfg.width * dtype_bytes,
+      'logits': (rows + 3 * batch) * cfg.codebook_size * 4,
+      'step': (rows * (4 * cfg.width + 3 * cfg.ffn_hidden) * dtype_bytes
+               + rows * cfg.heads * seq * 4 + 2 * seq * batch * 4),
+  })
+
+
+def decode_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2,
+                 stored_bytes: int = 4) -> dict[str, int]:
+  """Per-device bytes of the tokenizer decoding one batch to uint8 (`sample/decode.py`), roughly.
+
+  cfg: a TokenizerConfig. The whole tokenizer's params as stored (the Decoder holds them all)
+  plus the decoder's weights cast to the compute dtype; one layer's live activations over the
+  S = buffer tokens + codes sequence (residual, norm, q/k/v, MLP hidden: (5 x width + MLP width)
+  values per token in the compute dtype); that layer's float32 attention logits and
+  probabilities [B, heads, S, S] (unfused attention; 305 tokens at 256 pixels, 1,089 at 512,
+  where they dominate); the float32 pixels and sigmoid and the uint8 images.
+  """
+  count, decoder = _param_counts(cfg)
+  dec = cfg.decoder
+  seq = cfg.buffer_tokens + cfg.num_latent_tokens
+  pixels = batch * cfg.image_size**2 * 3
+  return _with_total({
+      'params': count * stored_bytes,
+      'params_compute': 0 if dtype_bytes == stored_bytes else decoder * dtype_bytes,
+      'activations': batch * seq * (5 * dec.width + dec.mlp_width) * dtype_bytes,
+      'attention': 2 * batch * dec.heads * seq * seq * 4,
+      'images': pixels * (2 * 4 + 1),
+  })
+
+
+def _with_total(parts: dict[str, int]) -> dict[str, int]:
+  return {**parts, 'total': sum(parts.values())}
+
+
+def sampling_estimate(gen_cfg: Any, tok_cfg: Any, batch: int, devices: int, *,
+                      dtype_bytes: int = 2, guided: bool = True) -> str:
+  """One line: per-device bytes of sampling `batch` images over `devices` devices, then decoding
+  them (the sample command prints it at start)."""
+  gib = lambda b: f'{b / 2**30:.2f} GiB' if b >= 2**30 else f'{b / 2**20:.0f} MiB'
+  per_device = -(-batch // devices)
+  s = sample_bytes(gen_cfg, per_device, dtype_bytes=dtype_bytes, guided=guided)
+  d = decode_bytes(tok_cfg, per_device, dtype_bytes=dtype_bytes)
+  return (f'memory per device (estimate): sampling {gib(s["total"])} (params '
+          f'{gib(s["params"] + s["params_compute"])}, KV cache {gib(s["kv_cache"])} for '
+          f'{2 * per_device if guided else per_device} rows x {gen_cfg.image_seq_len} codes, '
+          f'logits and the rest {gib(s["logits"] + s["step"])}), decoding ~{gib(d["total"])}, '
+          f'at {per_device} image(s) per device over {devices} device(s)')
