@@ -50,6 +50,22 @@ def test_cached_step_logits_equal_full_forward(gen, io, segments, attention):
   np.testing.assert_allclose(cached[1::2], io['logits_uncond'][:, :-1], atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize('segments,attention', [(8, 'einsum'), (3, 'reduce')])
+def test_cached_step_logits_equal_full_forward_at_1057_codes(gen, segments, attention):
+  """512 pixels: the same weights over 1,057 codes (RoPE rows up to grid row 31)."""
+  cfg = variants.sized(gen.config, image_size=512)
+  big = Generator(cfg, gen.params)
+  rows = sampler_lib.class_rows(jnp.asarray([3, 917]), True, cfg)  # [4]
+  codes = np.repeat(np.random.default_rng(0).integers(0, 4096, (2, 1057)), 2, axis=0)
+  plan = sampler_lib.DecodePlan(segments=segments, attention=attention)
+  cached = np.asarray(sampler_lib.cached_logits(big.graphdef, big.params, rows,
+                                                jnp.asarray(codes), plan=plan))
+  tokens = jnp.concatenate([rows[:, None], jnp.asarray(codes)], axis=1)
+  full = np.asarray(big.module()(tokens)[0][:, :-1])
+  assert cached.shape == full.shape == (4, 1057, 4096)
+  assert np.abs(cached - full).max() <= 1e-5 * np.abs(full).max()
+
+
 def test_segment_ends_cover_the_cache():
   assert sampler_lib.segment_ends(273, 1) == (273,)
   ends = sampler_lib.segment_ends(273, 8)
@@ -293,3 +309,33 @@ def check_eight_devices_sample_like_one():
 
 def test_eight_devices_sample_the_same_codes_as_one():
   isolated.run('test_sampler:check_eight_devices_sample_like_one', devices=8)
+
+
+def check_eight_devices_sample_like_one_at_512():
+  """(run by isolated.run on 8 fake devices) 1,057 codes: the same on 8 devices as on 1, and
+  decoding 512-pixel images sharded as on one device."""
+  assert jax.device_count() == 8, jax.devices()
+  cfg = variants.sized(variants.AR['tiny'], image_size=512)
+  gen = Generator.random(cfg, seed=0)
+  params = gen.params
+  kernel = params['output']['kernel']
+  params['output']['kernel'] = 3.0 * jax.random.normal(jax.random.key(1), kernel.shape)
+  gen = Generator(cfg, params)
+  labels = np.arange(8) * 101 % 1000
+  eight = gen.sample(labels, 4.0, 1.4, seed=3, segments=2)
+  assert len(eight.sharding.device_set) == 8
+  assert eight.addressable_shards[0].data.shape == (1, 1057)
+  eight = np.asarray(eight)
+  one = np.asarray(gen.sample(labels, 4.0, 1.4, seed=3, segments=2, devices=jax.devices()[:1]))
+  np.testing.assert_array_equal(eight, one)
+  assert len(np.unique(eight)) > 100
+  tok = Tokenizer.random(variants.sized(variants.TOKENIZER['tiny_stage2'], image_size=512),
+                         seed=0)
+  a = np.asarray(decode.Decoder(tok)(one[:2]))
+  b = np.asarray(decode.Decoder(tok, devices=jax.devices()[:1])(one[:2]))
+  assert a.shape == (2, 512, 512, 3) and a.dtype == np.uint8
+  assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_eight_devices_sample_the_same_1057_codes_as_one():
+  isolated.run('test_sampler:check_eight_devices_sample_like_one_at_512', devices=8)
