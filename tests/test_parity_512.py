@@ -30,7 +30,7 @@ FIXTURES = conftest.REPO / 'tests' / 'fixtures'
 RTOL = 1e-4
 GRID, PREFIX, LATENT = 32, 33, 1057
 GUIDANCE, POWER = 4.0, 1.4  # the fixture's CFG settings (alitok512_ar.json)
-AR_CONFIG = ARConfig(width=128, depth=2, heads=8, image_seq_len=LATENT, prefix_tokens=PREFIX)
+AR_CONFIG = ARConfig(width=64, depth=2, heads=4, image_seq_len=LATENT, prefix_tokens=PREFIX)
 FIRST_LOWER_HALF = 1 + PREFIX + 16 * GRID  # 546: the first position of grid row 16
 
 # Largest relative error of each check (printed at the end with -s; the numbers in the report).

@@ -271,23 +271,30 @@ def test_bad_sampling_arguments_are_refused_clearly(gen, kwargs, match):
     gen.sample(**args)
 
 
-def check_eight_devices_sample_like_one():
-  """(run by isolated.run on 8 fake devices) the same codes on 8 devices as on 1, padding, no
-  cross-device traffic, and sharded decoding."""
+def _eight_devices_equal_one(cfg):
+  """(generator, labels, codes on one device): a random `cfg` model with peaky logits samples
+  8 images on 8 devices as on one, each device holding one image's codes."""
   assert jax.device_count() == 8, jax.devices()
-  gen = Generator.random(variants.AR['tiny'], seed=0)
+  gen = Generator.random(cfg, seed=0)
   params = gen.params
   kernel = params['output']['kernel']
   params['output']['kernel'] = 3.0 * jax.random.normal(jax.random.key(1), kernel.shape)
-  gen = Generator(gen.config, params)
+  gen = Generator(cfg, params)
   labels = np.arange(8) * 101 % 1000
   eight = gen.sample(labels, 4.0, 1.4, seed=3, segments=2)
   assert len(eight.sharding.device_set) == 8
-  assert eight.addressable_shards[0].data.shape == (1, 273)
+  assert eight.addressable_shards[0].data.shape == (1, cfg.image_seq_len)
   eight = np.asarray(eight)
   one = np.asarray(gen.sample(labels, 4.0, 1.4, seed=3, segments=2, devices=jax.devices()[:1]))
   np.testing.assert_array_equal(eight, one)
   assert len(np.unique(eight)) > 100  # a real sample, not a constant
+  return gen, labels, one
+
+
+def check_eight_devices_sample_like_one():
+  """(run by isolated.run on 8 fake devices) the same codes on 8 devices as on 1, padding, no
+  cross-device traffic, and sharded decoding."""
+  gen, labels, one = _eight_devices_equal_one(variants.AR['tiny'])
   # 6 images on 8 devices: padded, the same codes as the first 6 of the batch of 8.
   np.testing.assert_array_equal(np.asarray(gen.sample(labels[:6], 4.0, 1.4, seed=3,
                                                       segments=2)), one[:6])
@@ -314,21 +321,7 @@ def test_eight_devices_sample_the_same_codes_as_one():
 def check_eight_devices_sample_like_one_at_512():
   """(run by isolated.run on 8 fake devices) 1,057 codes: the same on 8 devices as on 1, and
   decoding 512-pixel images sharded as on one device."""
-  assert jax.device_count() == 8, jax.devices()
-  cfg = variants.sized(variants.AR['tiny'], image_size=512)
-  gen = Generator.random(cfg, seed=0)
-  params = gen.params
-  kernel = params['output']['kernel']
-  params['output']['kernel'] = 3.0 * jax.random.normal(jax.random.key(1), kernel.shape)
-  gen = Generator(cfg, params)
-  labels = np.arange(8) * 101 % 1000
-  eight = gen.sample(labels, 4.0, 1.4, seed=3, segments=2)
-  assert len(eight.sharding.device_set) == 8
-  assert eight.addressable_shards[0].data.shape == (1, 1057)
-  eight = np.asarray(eight)
-  one = np.asarray(gen.sample(labels, 4.0, 1.4, seed=3, segments=2, devices=jax.devices()[:1]))
-  np.testing.assert_array_equal(eight, one)
-  assert len(np.unique(eight)) > 100
+  _, _, one = _eight_devices_equal_one(variants.sized(variants.AR['tiny'], image_size=512))
   tok = Tokenizer.random(variants.sized(variants.TOKENIZER['tiny_stage2'], image_size=512),
                          seed=0)
   a = np.asarray(decode.Decoder(tok)(one[:2]))
