@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import isolated
+from alitok_jax.models import build
 from alitok_jax.train import memory
 from conftest import REPO
 
@@ -82,7 +83,7 @@ def test_sampling_memory_estimate_is_the_hand_count(res, codes):
   cfg = variants.sized(variants.AR['XL'], image_size=res)
   tok = variants.sized(variants.TOKENIZER['stage2'], image_size=res)
   assert cfg.image_seq_len == tok.num_latent_tokens == codes
-  n = memory.param_count(cfg)  # build.count_params, cached
+  n = build.count_params(cfg)
   assert round(n / 1e5) == 6621  # the reference's 662.1M
   est = memory.sample_bytes(cfg, 64)  # 64 images with CFG: 128 rows, bf16
   assert est['params'] == 4 * n and est['params_compute'] == 2 * n  # stored float32 + bf16 copy

@@ -85,11 +85,11 @@ def bandwidth_of(device_kind: str) -> float | None:
 
 def floor_bytes(config, batch: int, bytes_per_value: int = 2, guided: bool = True) -> dict:
   """DESIGN.md's floor for one batch: weights once per step + the filled KV cache once per step."""
-  from alitok_jax.train import memory  # noqa: PLC0415
+  from alitok_jax.models import build  # noqa: PLC0415
 
   steps = config.image_seq_len
   rows = 2 * batch if guided else batch
-  weights = memory.param_count(config) * bytes_per_value * steps
+  weights = build.count_params(config) * bytes_per_value * steps
   per_position = rows * config.depth * 2 * config.width * bytes_per_value
   kv = per_position * steps * (steps + 1) // 2
   return {'weight_bytes': weights, 'kv_bytes': kv, 'total_bytes': weights + kv}
@@ -305,6 +305,7 @@ def _table(results: list[dict]) -> str:
 def floors(variants_: list[str], res: int, batch: int) -> list[dict]:
   """The floors of each variant at `res` (bf16, CFG), on an H100 and an H200, with the memory
   estimate and the reference: what `--floors` prints; no device involved."""
+  from alitok_jax.models import build  # noqa: PLC0415
   from alitok_jax.train import memory  # noqa: PLC0415
 
   out = []
@@ -313,7 +314,7 @@ def floors(variants_: list[str], res: int, batch: int) -> list[dict]:
     f = floor_bytes(cfg, batch)
     reference, source = reference_of(v, res)
     out.append({'what': 'floor', 'variant': v, 'res': res, 'codes': cfg.image_seq_len,
-                'batch': batch, 'params': memory.param_count(cfg), **f,
+                'batch': batch, 'params': build.count_params(cfg), **f,
                 'floor_s_h100': f['total_bytes'] / bandwidth_of('H100'),
                 'floor_images_per_s_h100': batch * bandwidth_of('H100') / f['total_bytes'],
                 'floor_images_per_s_h200': batch * bandwidth_of('H200') / f['total_bytes'],

@@ -4,6 +4,7 @@ with given parameters. The one place that maps a config type to its module class
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Mapping
 
@@ -67,5 +68,8 @@ def random_params(config: Config, *, seed: int = 0) -> dict[str, Any]:
   return nnx.to_pure_dict(nnx.split(create(config, seed=seed))[1])
 
 
+@functools.lru_cache(maxsize=64)
 def count_params(config: Config) -> int:
+  """Parameters of a model config (cached: building the abstract tree of a large model takes
+  seconds, and the estimates and benchmarks ask often)."""
   return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params(config)))

@@ -105,23 +105,19 @@ def ar_activation_bytes(cfg: Any, per_device: int, *, accum_steps: int, remat: b
   return blocks + micro * tokens * cfg.codebook_size * 4 * 2
 
 
-def _param_count(tree: Any) -> int:
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-@functools.lru_cache(maxsize=64)
-def _param_counts(cfg: Any) -> tuple[int, int]:
-  """(all params, the tokenizer decoder's or 0) of a (hashable) model config; cached: building
-  the abstract tree takes seconds for the large models."""
+@functools.lru_cache(maxsize=16)
+def _decoder_params(cfg: Any) -> int:
+  """Parameters of a tokenizer config's decoder (cached like `build.count_params`)."""
   from alitok_jax.models import build  # noqa: PLC0415 (models import nothing from train)
 
-  tree = build.abstract_params(cfg)
-  return _param_count(tree), _param_count(tree['decoder']) if 'decoder' in tree else 0
+  return sum(int(np.prod(leaf.shape))
+             for leaf in jax.tree.leaves(build.abstract_params(cfg)['decoder']))
 
 
-def param_count(cfg: Any) -> int:
-  """Parameters of a model config (`build.count_params`, cached)."""
-  return _param_counts(cfg)[0]
+def _count_params(cfg: Any) -> int:
+  from alitok_jax.models import build  # noqa: PLC0415
+
+  return build.count_params(cfg)
 
 
 def sample_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2, guided: bool = True,
@@ -141,7 +137,7 @@ def sample_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2, guided: bool = T
   XLA's own working buffers, not modelled here.
   """
   rows = 2 * batch if guided else batch
-  count = param_count(cfg)
+  count = _count_params(cfg)
   seq = cfg.image_seq_len
   return _with_total({
       'params': count * stored_bytes,
@@ -164,7 +160,7 @@ def decode_bytes(cfg: Any, batch: int, *, dtype_bytes: int = 2,
   probabilities [B, heads, S, S] (unfused attention; 305 tokens at 256 pixels, 1,089 at 512,
   where they dominate); the float32 pixels and sigmoid and the uint8 images.
   """
-  count, decoder = _param_counts(cfg)
+  count, decoder = _count_params(cfg), _decoder_params(cfg)
   dec = cfg.decoder
   seq = cfg.buffer_tokens + cfg.num_latent_tokens
   pixels = batch * cfg.image_size**2 * 3
