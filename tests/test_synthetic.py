@@ -126,3 +126,25 @@ def test_checker_rejects_bad_input():
     synthetic.classify(np.zeros((2, 16, 32, 3), np.uint8), 4)
   with pytest.raises(ValueError, match='at least'):
     synthetic.classify(np.zeros((2, 8, 8, 3), np.uint8), 4)
+
+
+def test_draw_in_another_class_colours():
+  """`colours_of` changes the colours, stripes and band around the same shape, drawn from the
+  same random stream: the shape's pixels are where they were."""
+  for label, other, size in ((3, 7, 32), (5, 42, 64)):
+    plain = synthetic.draw(label, size, np.random.default_rng([8, label]))
+    np.testing.assert_array_equal(
+        plain, synthetic.draw(label, size, np.random.default_rng([8, label]), colours_of=label))
+    swapped = synthetic.draw(label, size, np.random.default_rng([8, label]), colours_of=other)
+    inside = []
+    for image, style in ((plain, synthetic.class_style(label)),
+                         (swapped, synthetic.class_style(other))):
+      body = image[size // 8:].astype(np.float32) / 255
+      inside.append(np.linalg.norm(body - style['fg_rgb'], axis=-1) < 0.15)
+      top_band = image[:max(1, size // 16)].astype(np.float32).mean(axis=(0, 1)) / 255
+      # the band is in the colour scheme's colours: lit cells fg, dimmed 0.45 fg + 0.55 bg
+      code = style['band_code'].mean()
+      want = code * style['fg_rgb'] + (1 - code) * (0.45 * style['fg_rgb'] + 0.55 * style['bg_rgb'])
+      assert np.abs(top_band - want).max() < 0.06
+    assert inside[0].sum() > 20
+    assert (inside[0] != inside[1]).mean() < 0.01

@@ -17,7 +17,8 @@ colour; up to MAX_CLASSES = 100 every class has its own (shape, colour) pair.
 `classify` is the checker that knows how classes are drawn: nearest class centroid over colour
 features (top band, background, shape colour) and shape features (fill ratio, aspect, 3x3
 occupancy of the bounding box), with centroids measured on freshly drawn clean and blurred
-examples. It is used by the demo to score generated images.
+examples. It is used by the demo to score generated images. `draw`'s `colours_of` draws a shape
+in another class's colours, to test a checker that should ignore colour.
 
 `SyntheticCodes` is the same idea for the AR model: a learnable distribution of code sequences
 (the tests' and the tiny AR config's data), with no tokenizer needed. `pattern_images` are
@@ -148,9 +149,17 @@ def _shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.
   raise ValueError(f'unknown shape {shape!r}; known: {SHAPES}')
 
 
-def draw(label: int, image_size: int, rng: np.random.Generator) -> np.ndarray:
-  """One image of class `label`, uint8 [S, S, 3], with the variation drawn from `rng`."""
+def draw(label: int, image_size: int, rng: np.random.Generator,
+         colours_of: int | None = None) -> np.ndarray:
+  """One image of class `label`, uint8 [S, S, 3], with the variation drawn from `rng`.
+
+  `colours_of`: another class whose colours, stripes and top band are used around the shape of
+  `label` (the shape checker's tests draw shapes in foreign colours); None: label's own. The
+  random stream is the same either way.
+  """
   style = class_style(label)
+  if colours_of is not None:
+    style = {**class_style(colours_of), 'shape': style['shape']}
   s = image_size
   coords = ((np.arange(s, dtype=np.float32) + 0.5) / s)
   y, x = coords[:, None], coords[None, :]
