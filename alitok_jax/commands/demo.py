@@ -28,7 +28,7 @@ import numpy as np
 
 from alitok_jax import Generator, Tokenizer, config_files, viz
 from alitok_jax.commands import pretokenize, train_ar, train_tokenizer
-from alitok_jax.data import synthetic
+from alitok_jax.data import synthetic, synthetic_checkers
 from alitok_jax.eval import image_metrics
 from alitok_jax.models import variants
 
@@ -127,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   codes = gen.sample(labels, config.guidance_scale, config.guidance_pow,
                      temperature=config.temperature, top_k=config.top_k or None, seed=config.seed)
   samples = viz.to_uint8(np.asarray(tok.decode(codes)))
-  predicted = synthetic.classify(samples, config.num_classes)
+  predicted = synthetic_checkers.colour_class(samples, config.num_classes)
   consistency = float(np.mean(predicted == labels))
 
   held_out = synthetic.SyntheticImages(config.num_classes, config.eval_images,
