@@ -7,7 +7,8 @@ Modules (import them directly; `loader` and `image_pipeline` pull in grain, the 
   image_io        decode bytes to RGB, the ADM centre crop, reading a folder for evaluation
   transforms      per-example transforms of the reference: resize + random crop + flip, ten-crop
   synthetic       built-in synthetic images and code sequences
-  synthetic_checkers  which class a synthetic image shows: `colour_class` (by its colours mostly)
+  synthetic_checkers  which class a synthetic image shows: `shape_class` (colour-blind),
+                  `colour_class` (by its colours mostly)
   folders         ImageNet-style class folders as a grain data source
   tfds_source     TFDS `imagenet2012` (array_record) as a grain data source
   code_shards     pretokenized codes: `write_shard`, `CodeShards`, `code_loader`

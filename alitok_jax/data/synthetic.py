@@ -14,9 +14,9 @@ is a learning problem. Everything is left-right symmetric in distribution (flips
 Classes cycle through (shape, colour) combinations: the first 10 differ in both shape and
 colour; up to MAX_CLASSES = 100 every class has its own (shape, colour) pair.
 
-Which class an image shows is told by the checker in synthetic_checkers.py, `colour_class` (the
-class, mostly by its colours). `draw`'s `colours_of` draws a shape in another class's colours,
-to test a checker that should ignore colour.
+Which class an image shows is told by the checkers in synthetic_checkers.py: `shape_class`
+(the shape, blind to colour) and `colour_class` (the class, mostly by its colours). `draw`'s
+`colours_of` draws a shape in another class's colours, to test that the first ignores colour.
 
 `SyntheticCodes` is the same idea for the AR model: a learnable distribution of code sequences
 (the tests' and the tiny AR config's data), with no tokenizer needed. `pattern_images` are
