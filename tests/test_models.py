@@ -176,3 +176,21 @@ def test_clustered_codebook_update_revives_dead_codes():
   decay = np.exp(-1e-3)
   np.testing.assert_allclose(new_codebook[2], (1 - decay) * 50.0 + decay * np.array([0.9, 0.1]),
                              rtol=1e-5)
+
+
+def test_kernel_init_choices():
+  """'reference' draws every kernel from N(0, 0.02) as the reference; 'fan_in' from
+  N(0, 1 / fan_in); the released tokenizers keep the reference's."""
+  import dataclasses  # noqa: PLC0415
+
+  assert all(variants.TOKENIZER[k].kernel_init == 'reference'
+             for k in ('stage1', 'stage2', 'tiny_stage1', 'tiny_stage2'))
+  base = variants.TOKENIZER['tiny_stage1']
+  for name, std_of in (('reference', lambda fan_in: 0.02), ('fan_in', lambda fan_in: fan_in**-0.5)):
+    params = build.random_params(dataclasses.replace(base, kernel_init=name), seed=0)
+    for kernel in (params['encoder']['transformer'][0]['mlp']['c_fc']['kernel'],
+                   params['decoder']['ffn']['kernel'], params['encoder']['patch_embed']['kernel']):
+      fan_in = int(np.prod(kernel.shape[:-1]))
+      assert float(np.std(kernel)) == pytest.approx(std_of(fan_in), rel=0.15), (name, kernel.shape)
+  with pytest.raises(ValueError, match='kernel_init'):
+    dataclasses.replace(base, kernel_init='xavier')

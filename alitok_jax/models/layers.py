@@ -31,6 +31,25 @@ Dtype = jnp.dtype | type
 normal_init = nnx.initializers.normal(stddev=0.02)
 zeros_init = nnx.initializers.zeros_init()
 
+# Kernel initialisers a model config can name (`variants.KERNEL_INITS`):
+# - 'reference': N(0, 0.02), the reference's, made for widths of 768-1024 (a linear layer of
+#   fan-in n scales its input by ~0.02 sqrt(n): 0.6 at 1024, 0.16 at 64);
+# - 'fan_in': N(0, 1 / fan_in) (LeCun), which keeps a narrow model's signal at unit scale from
+#   layer to layer. At widths of 64-128 the reference's init leaves a chain of near-zero layers
+#   between pixels and outputs, and a tokenizer then predicts each image's mean colour for its
+#   first thousand steps; the CPU demo's models use 'fan_in'.
+_KERNEL_INITIALISERS = {
+    'reference': normal_init,
+    'fan_in': nnx.initializers.variance_scaling(1.0, 'fan_in', 'normal'),
+}
+
+
+def kernel_init(name: str):
+  """The initialiser of linear and convolution kernels called `name`."""
+  if name not in _KERNEL_INITIALISERS:
+    raise ValueError(f'unknown kernel_init {name!r}; known: {sorted(_KERNEL_INITIALISERS)}')
+  return _KERNEL_INITIALISERS[name]
+
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
   """Inverted dropout; the identity when `key` is None (inference) or rate is 0."""
@@ -84,8 +103,9 @@ def causal_mask(length: int) -> jax.Array:
   return jnp.tril(jnp.ones((length, length), dtype=bool))
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: Dtype, bias: bool = True) -> nnx.Linear:
-  return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, kernel_init=normal_init,
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: Dtype, bias: bool = True,
+            init=normal_init) -> nnx.Linear:
+  return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, kernel_init=init,
                     bias_init=zeros_init, rngs=rngs)
 
 
@@ -96,10 +116,11 @@ def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype: Dtype, bias: bool = Tr
 class ViTAttention(nnx.Module):
   """Multi-head self-attention with one fused qkv projection (`in_proj`) and `out_proj`."""
 
-  def __init__(self, width: int, heads: int, *, dtype: Dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, heads: int, *, dtype: Dtype, rngs: nnx.Rngs,
+               init=normal_init):
     self.heads = heads
-    self.in_proj = _linear(width, 3 * width, rngs, dtype)
-    self.out_proj = _linear(width, width, rngs, dtype)
+    self.in_proj = _linear(width, 3 * width, rngs, dtype, init=init)
+    self.out_proj = _linear(width, width, rngs, dtype, init=init)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     b, l, d = x.shape
@@ -111,9 +132,10 @@ class ViTAttention(nnx.Module):
 class GeluMLP(nnx.Module):
   """c_fc -> exact GELU -> c_proj."""
 
-  def __init__(self, width: int, hidden: int, *, dtype: Dtype, rngs: nnx.Rngs):
-    self.c_fc = _linear(width, hidden, rngs, dtype)
-    self.c_proj = _linear(hidden, width, rngs, dtype)
+  def __init__(self, width: int, hidden: int, *, dtype: Dtype, rngs: nnx.Rngs,
+               init=normal_init):
+    self.c_fc = _linear(width, hidden, rngs, dtype, init=init)
+    self.c_proj = _linear(hidden, width, rngs, dtype, init=init)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.c_proj(jax.nn.gelu(self.c_fc(x), approximate=False))
@@ -127,11 +149,12 @@ def layer_norm(width: int, rngs: nnx.Rngs, dtype: Dtype) -> nnx.LayerNorm:
 class ResidualAttentionBlock(nnx.Module):
   """x + attn(ln_1(x)); x + mlp(ln_2(x))."""
 
-  def __init__(self, width: int, heads: int, mlp_width: int, *, dtype: Dtype, rngs: nnx.Rngs):
+  def __init__(self, width: int, heads: int, mlp_width: int, *, dtype: Dtype, rngs: nnx.Rngs,
+               init=normal_init):
     self.ln_1 = layer_norm(width, rngs, dtype)
-    self.attn = ViTAttention(width, heads, dtype=dtype, rngs=rngs)
+    self.attn = ViTAttention(width, heads, dtype=dtype, rngs=rngs, init=init)
     self.ln_2 = layer_norm(width, rngs, dtype)
-    self.mlp = GeluMLP(width, mlp_width, dtype=dtype, rngs=rngs)
+    self.mlp = GeluMLP(width, mlp_width, dtype=dtype, rngs=rngs, init=init)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = x + self.attn(self.ln_1(x), mask)

@@ -34,9 +34,10 @@ from alitok_jax.models.variants import TokenizerConfig, ViTConfig
 _embedding_init = lambda width: nnx.initializers.normal(stddev=width**-0.5)  # scale * randn
 
 
-def _transformer(cfg: ViTConfig, dtype, rngs: nnx.Rngs) -> nnx.List:
+def _transformer(cfg: ViTConfig, dtype, rngs: nnx.Rngs, init) -> nnx.List:
   return nnx.List([
-      layers.ResidualAttentionBlock(cfg.width, cfg.heads, cfg.mlp_width, dtype=dtype, rngs=rngs)
+      layers.ResidualAttentionBlock(cfg.width, cfg.heads, cfg.mlp_width, dtype=dtype, rngs=rngs,
+                                    init=init)
       for _ in range(cfg.layers)
   ])
 
@@ -53,18 +54,19 @@ class Encoder(nnx.Module):
 
   def __init__(self, cfg: TokenizerConfig, *, dtype, rngs: nnx.Rngs):
     w, p = cfg.encoder.width, cfg.patch_size
+    kernel_init = layers.kernel_init(cfg.kernel_init)
     self.num_patches = cfg.num_patches
     self.patch_embed = nnx.Conv(3, w, kernel_size=(p, p), strides=(p, p), padding='VALID',
-                                dtype=dtype, kernel_init=layers.normal_init,
+                                dtype=dtype, kernel_init=kernel_init,
                                 bias_init=layers.zeros_init, rngs=rngs)
     init = _embedding_init(w)
     self.positional_embedding = nnx.Param(init(rngs.params(), (cfg.num_patches, w)))
     self.latent_token_positional_embedding = nnx.Param(
         init(rngs.params(), (cfg.num_latent_tokens, w)))
     self.ln_pre = layers.layer_norm(w, rngs, dtype)
-    self.transformer = _transformer(cfg.encoder, dtype, rngs)
+    self.transformer = _transformer(cfg.encoder, dtype, rngs, kernel_init)
     self.ln_post = layers.layer_norm(w, rngs, dtype)
-    self.conv_out = nnx.Linear(w, cfg.token_size, dtype=dtype, kernel_init=layers.normal_init,
+    self.conv_out = nnx.Linear(w, cfg.token_size, dtype=dtype, kernel_init=kernel_init,
                                bias_init=layers.zeros_init, rngs=rngs)  # a 1x1 conv
 
   def __call__(self, images: jax.Array, latent_tokens: jax.Array) -> jax.Array:
@@ -90,7 +92,8 @@ class Decoder(nnx.Module):
     self.grid_size = cfg.grid_size
     self.patch_size = p
     self.has_prefix_head = cfg.stage == 1
-    linear = lambda i, o: nnx.Linear(i, o, dtype=dtype, kernel_init=layers.normal_init,
+    kernel_init = layers.kernel_init(cfg.kernel_init)
+    linear = lambda i, o: nnx.Linear(i, o, dtype=dtype, kernel_init=kernel_init,
                                      bias_init=layers.zeros_init, rngs=rngs)
     self.decoder_embed = linear(cfg.token_size, w)
     init = _embedding_init(w)
@@ -98,7 +101,7 @@ class Decoder(nnx.Module):
     self.latent_token_positional_embedding = nnx.Param(
         init(rngs.params(), (cfg.buffer_tokens + cfg.num_latent_tokens, w)))
     self.ln_pre = layers.layer_norm(w, rngs, dtype)
-    self.transformer = _transformer(cfg.decoder, dtype, rngs)
+    self.transformer = _transformer(cfg.decoder, dtype, rngs, kernel_init)
     self.ln_post = layers.layer_norm(w, rngs, dtype)
     self.ffn = linear(w, p * p * 3)  # a 1x1 conv; channels ordered (p1, p2, c)
     self.conv_out = linear(3, 3)  # a 1x1 conv on RGB

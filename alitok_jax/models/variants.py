@@ -34,6 +34,10 @@ def codes_of(grid_size: int) -> int:
   return prefix_tokens_of(grid_size) + grid_size**2
 
 
+# Names of the kernel initialisations a model config can ask for (models/layers.kernel_init).
+KERNEL_INITS = ('reference', 'fan_in')
+
+
 def _check_heads(width: int, heads: int) -> None:
   if width % heads:
     raise ValueError(f'width {width} is not divisible by heads {heads}')
@@ -77,8 +81,13 @@ class TokenizerConfig:
   token_size: int = 32
   codebook_size: int = 4096
   commitment_cost: float = 0.25
+  # How linear and convolution kernels start (models/layers.kernel_init): 'reference' is the
+  # reference's N(0, 0.02); 'fan_in' (N(0, 1 / fan_in)) suits narrow models such as the demo's.
+  kernel_init: str = 'reference'
 
   def __post_init__(self):
+    if self.kernel_init not in KERNEL_INITS:
+      raise ValueError(f'kernel_init must be one of {KERNEL_INITS}, got {self.kernel_init!r}')
     if self.stage not in (1, 2):
       raise ValueError(f'tokenizer stage must be 1 or 2, got {self.stage!r}')
     if self.image_size % self.patch_size:
