@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 4e-4
   c.optim.end_lr = 1e-5
-  c.optim.warmup_steps = 62_500
+  c.optim.warmup_steps = 62_500  # lr * n / warmup_steps at step n (the first 0), as the reference
   c.optim.total_steps = 250_000 if variant == 'XL' else 500_000
   c.optim.b1 = 0.9
   c.optim.b2 = 0.96

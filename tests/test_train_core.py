@@ -18,7 +18,9 @@ from alitok_jax.models import build, variants
 def test_phased_schedule_warms_up_then_ramps_each_phase():
   phases = [optim.Phase('a', 100, 1e-4), optim.Phase('b', 200, 2e-5), optim.Phase('c', 100, 2e-6)]
   lr = optim.phased_schedule(1e-4, 10, phases)
-  np.testing.assert_allclose(float(lr(0)), 1e-5, rtol=1e-5)  # warm-up 1/10
+  assert float(lr(0)) == 0.0  # warm-up n / 10: the first step has rate 0, as the reference's
+  np.testing.assert_allclose(float(lr(1)), 1e-5, rtol=1e-5)
+  np.testing.assert_allclose(float(lr(9)), 9e-5, rtol=1e-5)
   np.testing.assert_allclose(float(lr(50)), 1e-4, rtol=1e-5)
   np.testing.assert_allclose(float(lr(200)), 1e-4 + (2e-5 - 1e-4) * 0.5, rtol=1e-5)
   np.testing.assert_allclose(float(lr(300)), 2e-5, rtol=1e-5)
@@ -37,7 +39,9 @@ def test_phases_reject_bad_fields():
 
 def test_warmup_cosine_reaches_floor():
   lr = optim.warmup_cosine(4e-4, 10, 110, 1e-5)
-  np.testing.assert_allclose(float(lr(9)), 4e-4, rtol=1e-6)
+  assert float(lr(0)) == 0.0  # warm-up n / 10, as the reference's
+  np.testing.assert_allclose(float(lr(9)), 3.6e-4, rtol=1e-6)
+  np.testing.assert_allclose(float(lr(10)), 4e-4, rtol=1e-6)
   np.testing.assert_allclose(float(lr(60)), 1e-5 + 0.5 * (4e-4 - 1e-5), rtol=1e-5)
   np.testing.assert_allclose(float(lr(110)), 1e-5, rtol=1e-5)
 

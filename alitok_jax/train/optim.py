@@ -4,14 +4,19 @@ Tokenizer (ALITOK_REFERENCE.md section 2): the reference builds `torch.optim.Ada
 i.e. betas (0.9, 0.999), eps 1e-8 and weight decay 0.01 on every parameter, with a linear warm-up
 over 10k steps; it then lowered the learning rate and switched losses by hand between restarts.
 Here those hand-made phases are a schedule (`Phase` list): within a phase the rate moves linearly
-from the previous phase's end value to its own, after the warm-up at the very start.
+from the previous phase's end value to its own, after the warm-up at the very start. The
+discriminator's AdamW has no scheduler in the reference (`train_tokenizer.py`): its rate is the
+run's `--lr`, i.e. the phase rate here, without the warm-up (`phased_schedule(lr, 0, phases)`).
 
 AR model (section 3): AdamW betas (0.9, 0.96), weight decay 0.03 on matrices only (no decay for
 biases, norms and embeddings), gradient clipping at global norm 1.0, linear warm-up then cosine to
 a floor.
 
-The learning rate is an injected hyperparameter computed from the *iteration* step, so a trainer
-that alternates generator and discriminator iterations follows the same schedule for both.
+Warm-up as the reference's schedulers (`tok_utils.LambdaLinearScheduler`,
+`utils/lr_schedulers.py`): iteration n (0-based) gets lr * n / warmup, so the very first step
+has rate 0 and moves only Adam's moments. The learning rate is an injected hyperparameter computed
+from the trainer's iteration step. docs/TRAINING_REFERENCE.md compares these schedules with the
+reference's restarts.
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def total_steps(phases: Sequence[Phase]) -> int:
 
 
 def phased_schedule(base_lr: float, warmup_steps: int, phases: Sequence[Phase]) -> Callable:
-  """step -> learning rate: warm-up to base_lr, then each phase ramps linearly to its `lr`."""
+  """step -> learning rate: each phase ramps linearly to its `lr` (from base_lr for the first),
+  times the warm-up factor min(1, step / warmup_steps) (none when warmup_steps is 0)."""
   boundaries, values = [0], [base_lr]
   for p in phases:
     boundaries.append(boundaries[-1] + p.steps)
@@ -83,18 +89,19 @@ def phased_schedule(base_lr: float, warmup_steps: int, phases: Sequence[Phase]) 
     step = jnp.asarray(step, jnp.float32)
     lr = jnp.interp(step, boundaries, values)  # piecewise linear; flat past the end
     if warmup_steps > 0:
-      lr = lr * jnp.minimum(1.0, (step + 1.0) / warmup_steps)
+      lr = lr * jnp.minimum(1.0, step / warmup_steps)
     return lr
 
   return schedule
 
 
 def warmup_cosine(peak_lr: float, warmup_steps: int, total: int, end_lr: float) -> Callable:
-  """Linear warm-up from 0 to peak_lr, then cosine to end_lr at `total` (the AR recipe)."""
+  """Linear warm-up from 0 (at step 0) to peak_lr, then cosine to end_lr at `total` (the AR
+  recipe, `get_cosine_schedule_with_warmup` of the reference; flat at end_lr past `total`)."""
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    warm = peak_lr * jnp.minimum(1.0, (step + 1.0) / max(warmup_steps, 1))
+    warm = peak_lr * jnp.minimum(1.0, step / max(warmup_steps, 1))
     frac = jnp.clip((step - warmup_steps) / max(total - warmup_steps, 1), 0.0, 1.0)
     cosine = end_lr + 0.5 * (peak_lr - end_lr) * (1.0 + jnp.cos(jnp.pi * frac))
     return jnp.where(step < warmup_steps, warm, cosine)
