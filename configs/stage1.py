@@ -65,6 +65,9 @@ def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-4
+  # The generator's rate is lr * n / warmup_steps at iteration n (the first is 0), as the
+  # reference's LambdaLR; the discriminator's is the phase rate without warm-up (the reference's
+  # `optimizer_d` has no scheduler). docs/TRAINING_REFERENCE.md compares phases and restarts.
   c.optim.warmup_steps = 10_000
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999  # torch.optim.AdamW defaults, as the reference

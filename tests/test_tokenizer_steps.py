@@ -28,7 +28,8 @@ def _setup(stage: int, gan: bool):
   settings = steps.StepSettings(
       model=build.abstract(cfg)[0], disc=disc_gd, perceptual=None, lpips=False,
       schedule=optim.phased_schedule(1e-3, 0, [optim.Phase('p', 100, 1e-3)]), tx=tx,
-      disc_tx=tx if gan else None, stage=stage, clustering=stage == 1, gan=gan)
+      disc_tx=tx if gan else None, stage=stage, clustering=stage == 1, gan=gan,
+      disc_schedule=optim.phased_schedule(1e-3, 0, [optim.Phase('p', 100, 1e-3)]))
   images = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
   return settings, state, {'image': jnp.asarray(images)}
 

@@ -81,6 +81,7 @@ def measure_tokenizer(model: str, batch: int, gan: bool, perceptual: str, runs: 
       model=build.abstract(cfg, dtype=compute)[0], disc=disc_gd, perceptual=perceptual_gd,
       lpips=False, schedule=optim.phased_schedule(1e-4, 0, [optim.Phase('p', 10, 1e-4)]), tx=tx,
       disc_tx=tx if gan else None, stage=1, clustering=True,
+      disc_schedule=optim.phased_schedule(1e-4, 0, [optim.Phase('p', 10, 1e-4)]),
       perceptual_weight=1.0 if perceptual else 0.0, gan=gan)
   g = jax.jit(functools.partial(steps.generator_step, settings), donate_argnums=0)
   d = jax.jit(functools.partial(steps.discriminator_step, settings), donate_argnums=0)

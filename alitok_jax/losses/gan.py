@@ -15,8 +15,11 @@ What the reference does, step by step:
   = 0.1 * 0.5 * (mean(relu(1 - D(x))) + mean(relu(1 + D(recon)))); discriminator_weight does not
   enter. LeCam regularisation exists in the file but its weight is hard-coded to 0, so it is off.
 - Alternation (train_tokenizer.py): once the step passes disc_start, iterations alternate one
-  generator step and one discriminator step, each on its own batch; D's AdamW has the base lr with
-  no schedule. Both losses run in float32 (autocast off), D on images in [0, 1].
+  generator step and one discriminator step, each on its own batch. D's AdamW has no scheduler:
+  its rate is the run's `--lr` throughout, never warmed up; here that is the phase's rate without
+  the warm-up (`train/optim.py`, `tokenizer_setup.TokenizerTraining.disc_schedule`), while the
+  generator's rate is warmed up. Both losses run in float32 (autocast off), D on images in
+  [0, 1].
 
 Logits are D's output maps [B, P, P, 1]; every mean is over all their elements.
 """

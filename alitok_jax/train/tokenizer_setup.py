@@ -103,6 +103,7 @@ class TokenizerTraining:
   graphdef: nnx.GraphDef
   disc_graphdef: nnx.GraphDef | None
   schedule: Callable[[jax.Array], jax.Array]
+  disc_schedule: Callable[[jax.Array], jax.Array] | None
   tx: optax.GradientTransformation
   disc_tx: optax.GradientTransformation | None
   init: Callable[[int, Any], dict]  # (seed, start params or None) -> train state
@@ -125,9 +126,12 @@ class TokenizerTraining:
                               frozen_keys=steps.FROZEN_STAGE2 if config.stage == 2 else (),
                               clustering=config.clustering_vq, disc_cfg=disc_cfg,
                               disc_tx=disc_tx)
+    # The discriminator's rate: the phases' without warm-up (the reference's `optimizer_d` has
+    # no scheduler; its rate is the run's lr, which the phases stand for).
+    disc_schedule = optim.phased_schedule(o.lr, 0, phase_list) if has_gan else None
     return cls(config, tok_cfg, phase_list, build.abstract(tok_cfg, dtype=dtype)[0],
-               disc_graphdef, optim.phased_schedule(o.lr, o.warmup_steps, phase_list), tx,
-               disc_tx, init, loss_graphdefs)
+               disc_graphdef, optim.phased_schedule(o.lr, o.warmup_steps, phase_list),
+               disc_schedule, tx, disc_tx, init, loss_graphdefs)
 
   @property
   def has_gan(self) -> bool:
@@ -138,7 +142,8 @@ class TokenizerTraining:
     return steps.StepSettings(
         model=self.graphdef, disc=self.disc_graphdef,
         perceptual=self.loss_graphdefs['perceptual'], lpips=self.loss_graphdefs['lpips'],
-        schedule=self.schedule, tx=self.tx, disc_tx=self.disc_tx, stage=c.stage,
+        schedule=self.schedule, disc_schedule=self.disc_schedule, tx=self.tx,
+        disc_tx=self.disc_tx, stage=c.stage,
         clustering=c.clustering_vq, perceptual_weight=phase.perceptual_weight,
         lpips_weight=phase.lpips_weight, gan=phase.gan, disc_factor=c.gan.disc_factor,
         disc_weight=c.gan.disc_weight, quantizer_weight=c.quantizer_weight)

@@ -5,11 +5,13 @@ ALITOK_REFERENCE.md section 2 (`train_tokenizer/train_tokenizer.py`, `loss/mse_l
   recon)] + perceptual_weight * ConvNeXt-logit MSE + lpips_weight * LPIPS [+ stage 1: quantizer
   loss] [+ GAN phase: 0.1 * 0.05 * -mean(D(recon))]; AdamW on the trainable parameters;
 - discriminator iteration (GAN phase, alternating with the generator's): the tokenizer runs
-  forward only and D takes an AdamW step on 0.1 * hinge(D(x), D(sg(recon)));
+  forward only and D takes an AdamW step on 0.1 * hinge(D(x), D(sg(recon))), at the phase's rate
+  without warm-up (the reference's `optimizer_d` has no scheduler);
 - stage 1 updates the codebook by online clustering on the whole global batch in *every*
-  iteration (the reference does it inside the training-mode forward): the update is computed
-  from the codebook the forward used, and the optimizer's step is added on top, as in the
-  reference where `embedding.weight.data` is replaced before `optimizer.step()`.
+  iteration (the reference does it inside the training-mode forward): the clustered codebook is
+  computed from the codebook the forward used, and the optimizer then steps the *clustered*
+  codebook (AdamW's decay included) with the gradient of that forward, as in the reference,
+  where `embedding.weight.data` is replaced before `optimizer.step()`.
 Stage 2 keeps the encoder, quantizer and latent tokens frozen: they are not differentiated and
 carry no optimizer state.
 
@@ -56,7 +58,7 @@ class StepSettings:
   disc: nnx.GraphDef | None
   perceptual: nnx.GraphDef | None
   lpips: bool  # LPIPS (VGG16) available; its params come in `aux['lpips']`
-  schedule: Callable[[jax.Array], jax.Array]
+  schedule: Callable[[jax.Array], jax.Array]  # the generator's: phases and warm-up
   tx: optax.GradientTransformation
   disc_tx: optax.GradientTransformation | None
   stage: int
@@ -67,10 +69,13 @@ class StepSettings:
   disc_factor: float = 0.1  # the reference's discriminator_factor
   disc_weight: float = 0.05  # the reference's discriminator_weight
   quantizer_weight: float = 1.0
+  # The discriminator's: the phase rates without warm-up (`optim.phased_schedule(lr, 0, ...)`).
+  disc_schedule: Callable[[jax.Array], jax.Array] | None = None
 
   def __hash__(self):
     return hash((self.model, self.disc, self.perceptual, self.lpips, id(self.schedule),
-                 id(self.tx), id(self.disc_tx), self.stage, self.clustering,
+                 id(self.disc_schedule), id(self.tx), id(self.disc_tx), self.stage,
+                 self.clustering,
                  self.perceptual_weight, self.lpips_weight, self.gan, self.disc_factor,
                  self.disc_weight, self.quantizer_weight))
 
@@ -117,13 +122,13 @@ def _codebook_stats(codes: jax.Array, codebook_size: int) -> dict[str, jax.Array
   return {'codebook/used_in_batch': jnp.mean(counts > 0), 'codebook/perplexity': jnp.exp(entropy)}
 
 
-def _cluster(s: StepSettings, state: dict, old_codebook: jax.Array, z: jax.Array,
-             new_params: dict) -> tuple[dict, jax.Array]:
-  """Stage-1 clustered codebook update, plus the optimizer's change to the codebook if any."""
-  clustered, usage = quantizer_lib.clustered_codebook_update(old_codebook, state['usage'], z)
-  quantize = dict(new_params['quantize'])
-  quantize['codebook'] = clustered + (quantize['codebook'] - old_codebook)
-  return {**new_params, 'quantize': quantize}, usage
+def _cluster(params: dict, usage: jax.Array, z: jax.Array) -> tuple[dict, jax.Array]:
+  """(params with the stage-1 clustered codebook, new usage): the update from the codebook that
+  the forward met and that forward's encoder outputs z."""
+  quantize = dict(params['quantize'])
+  quantize['codebook'], usage = quantizer_lib.clustered_codebook_update(quantize['codebook'],
+                                                                        usage, z)
+  return {**params, 'quantize': quantize}, usage
 
 
 def generator_loss(s: StepSettings, trainable: dict, frozen: dict, aux: dict, x: jax.Array):
@@ -164,14 +169,14 @@ def generator_step(s: StepSettings, state: dict, aux: dict, batch: dict):
   aux = {**aux, 'disc': state['disc']['params']} if s.gan else aux
   grad_fn = jax.grad(generator_loss, argnums=1, has_aux=True)
   grads, (parts, z, codes, _) = grad_fn(s, state['params'], state['frozen'], aux, x)
+  params, new = state['params'], dict(state)
+  if s.clustering:  # before the optimizer, which then decays and steps the clustered codebook
+    params, new['usage'] = _cluster(params, state['usage'], z)
   lr = s.schedule(state['step'])
   opt = optim.set_learning_rate(state['opt'], lr)
-  updates, opt = s.tx.update(grads, opt, state['params'])
-  params = optax.apply_updates(state['params'], updates)
-  new = {**state, 'params': params, 'opt': opt, 'step': state['step'] + 1}
-  if s.clustering:
-    new['params'], new['usage'] = _cluster(s, state, state['params']['quantize']['codebook'], z,
-                                           params)
+  updates, opt = s.tx.update(grads, opt, params)
+  params = optax.apply_updates(params, updates)
+  new.update({'params': params, 'opt': opt, 'step': state['step'] + 1})
   grad_norm = optax.tree.norm(grads)
   new, counters = nonfinite.guard(state, new, nonfinite.finite(parts['loss/total'], grad_norm))
   metrics = {**parts, 'lr': lr, 'grad_norm': grad_norm, **counters}
@@ -199,18 +204,19 @@ def discriminator_step(s: StepSettings, state: dict, aux: dict, batch: dict):
     return loss, (jnp.mean(real), jnp.mean(fake))
 
   (loss, (real, fake)), grads = jax.value_and_grad(d_loss, has_aux=True)(state['disc']['params'])
-  lr = s.schedule(state['step'])
+  if s.disc_schedule is None:
+    raise ValueError('StepSettings.disc_schedule is needed for discriminator iterations')
+  lr = s.disc_schedule(state['step'])
   opt = optim.set_learning_rate(state['disc']['opt'], lr)
   updates, opt = s.disc_tx.update(grads, opt, state['disc']['params'])
   disc = {'params': optax.apply_updates(state['disc']['params'], updates), 'opt': opt}
   new = {**state, 'disc': disc, 'step': state['step'] + 1}
   if s.clustering:
-    codebook = state['params']['quantize']['codebook']
-    new['params'], new['usage'] = _cluster(s, state, codebook, z, state['params'])
+    new['params'], new['usage'] = _cluster(state['params'], state['usage'], z)
   grad_norm = optax.tree.norm(grads)
   new, counters = nonfinite.guard(state, new, nonfinite.finite(loss, grad_norm, jnp.sum(z)))
   metrics = {'loss/discriminator': loss, 'disc/logit_real': real, 'disc/logit_fake': fake,
-             'disc/grad_norm': grad_norm, **counters}
+             'disc/grad_norm': grad_norm, 'disc/lr': lr, **counters}
   metrics.update(_codebook_stats(q.codes, _codebook_size(state)))
   return new, metrics
 
