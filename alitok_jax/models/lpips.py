@@ -64,13 +64,19 @@ class LPIPSConfig:
     return cls(**{k: v for k, v in d.items() if k != 'kind'})
 
 
+def _float32_or_wider(a: jax.Array) -> jax.Array:
+  """float32, or float64 for float64 inputs (the tests check LPIPS' gradient in float64: in
+  float32 it is a difference of nearly equal unit-normalised features, good to ~1e-4)."""
+  return a.astype(jnp.promote_types(a.dtype, jnp.float32))
+
+
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
   # A Python -inf init lets JAX see a max-pool (differentiable: LPIPS is also a training loss).
   return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
 
 
 class LPIPS(nnx.Module):
-  """(x, y) NHWC in [0, 1] -> LPIPS distance [B] (float32)."""
+  """(x, y) NHWC in [0, 1] -> LPIPS distance [B] (float32; float64 for float64 inputs)."""
 
   def __init__(self, config: LPIPSConfig = LPIPSConfig(), *, dtype: Any = jnp.float32,
                rngs: nnx.Rngs):
@@ -89,7 +95,7 @@ class LPIPS(nnx.Module):
 
   def taps(self, images: jax.Array) -> list[jax.Array]:
     """images [B, H, W, 3] in [0, 1] -> the five VGG16 ReLU taps [B, H / 2^k, W / 2^k, C_k]."""
-    x = 2.0 * images.astype(jnp.float32) - 1.0
+    x = 2.0 * _float32_or_wider(images) - 1.0
     x = (x - SHIFT) / SCALE
     out = []
     for k, stage in enumerate(_STAGES):
@@ -105,11 +111,11 @@ class LPIPS(nnx.Module):
       raise ValueError(f'LPIPS compares images of one shape, got {x.shape} and {y.shape}')
     b = x.shape[0]
     taps = self.taps(jnp.concatenate([x, y], axis=0))  # one trunk pass for both
-    total = jnp.zeros((b,), jnp.float32)
+    total = 0.0
     for tap, lin in zip(taps, self.lins):
-      tap = tap.astype(jnp.float32)
+      tap = _float32_or_wider(tap)
       tap = tap / (jnp.sqrt(jnp.sum(tap**2, axis=-1, keepdims=True)) + _NORM_EPS)
       diff = (tap[:b] - tap[b:]) ** 2  # [B, h, w, C]
-      weighted = jnp.einsum('bhwc,co->bhwo', diff, lin.kernel[...].astype(jnp.float32))
+      weighted = jnp.einsum('bhwc,co->bhwo', diff, _float32_or_wider(lin.kernel[...]))
       total = total + jnp.mean(weighted, axis=(1, 2, 3))
     return total
