@@ -84,6 +84,10 @@ def tokenizer_config(stage: int, arg: str | None) -> ml_collections.ConfigDict:
   )
   c.clustering_vq = stage == 1  # online clustered codebook (stage 1 only)
   c.quantizer_weight = 1.0  # the reference's quantizer_weight (stage 1)
+  # Weight of stage 1's prefix loss; 0: the reference's, 10 x prefix tokens / grid tokens (10 x
+  # 17 / 256 = 0.66). Small grids make that large (3.1 on a 4 x 4 grid), more than the image's
+  # own loss: the CPU demo sets its own.
+  c.prefix_loss_weight = 0.0
   # random: N(0, 0.02) as the reference; data: entries start as encoder outputs of the first
   # batch (for short runs, where a random start collapses before the clustering spreads it).
   c.codebook_init = 'random'

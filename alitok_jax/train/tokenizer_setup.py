@@ -146,7 +146,8 @@ class TokenizerTraining:
         disc_tx=self.disc_tx, stage=c.stage,
         clustering=c.clustering_vq, perceptual_weight=phase.perceptual_weight,
         lpips_weight=phase.lpips_weight, gan=phase.gan, disc_factor=c.gan.disc_factor,
-        disc_weight=c.gan.disc_weight, quantizer_weight=c.quantizer_weight)
+        disc_weight=c.gan.disc_weight, quantizer_weight=c.quantizer_weight,
+        prefix_weight=c.prefix_loss_weight or None)
 
   def iteration_fns(self, shardings: Any, mesh: jax.sharding.Mesh
                     ) -> Callable[[optim.Phase, bool], Callable]:

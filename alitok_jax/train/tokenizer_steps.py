@@ -69,6 +69,7 @@ class StepSettings:
   disc_factor: float = 0.1  # the reference's discriminator_factor
   disc_weight: float = 0.05  # the reference's discriminator_weight
   quantizer_weight: float = 1.0
+  prefix_weight: float | None = None  # stage 1's prefix loss; None: the reference's (below)
   # The discriminator's: the phase rates without warm-up (`optim.phased_schedule(lr, 0, ...)`).
   disc_schedule: Callable[[jax.Array], jax.Array] | None = None
 
@@ -77,7 +78,7 @@ class StepSettings:
                  id(self.disc_schedule), id(self.tx), id(self.disc_tx), self.stage,
                  self.clustering,
                  self.perceptual_weight, self.lpips_weight, self.gan, self.disc_factor,
-                 self.disc_weight, self.quantizer_weight))
+                 self.disc_weight, self.quantizer_weight, self.prefix_weight))
 
 
 def make_init_fn(tok_cfg, tx, *, frozen_keys=(), clustering=False, disc_cfg=None, disc_tx=None):
@@ -141,7 +142,8 @@ def generator_loss(s: StepSettings, trainable: dict, frozen: dict, aux: dict, x:
     p = prefix.shape[1]
     target = tokenizer_lib.prefix_target(x, patch_size=p)  # [B, p, (1 + grid) p, 3]
     parts['loss/prefix'] = jnp.mean((target - prefix) ** 2)
-    scale = prefix_loss_scale(prefix.shape[2] // p, x.shape[1] // p)
+    scale = (prefix_loss_scale(prefix.shape[2] // p, x.shape[1] // p) if s.prefix_weight is None
+             else s.prefix_weight)
     total = total + scale * parts['loss/prefix']
   if s.perceptual_weight > 0:
     from alitok_jax.losses import perceptual as perceptual_loss
