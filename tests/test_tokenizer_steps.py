@@ -8,6 +8,7 @@ import isolated
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from alitok_jax.models import build, variants
@@ -153,3 +154,20 @@ def check_eight_devices_equal_one():
 
 def test_train_step_on_8_devices_equals_1():
   isolated.run('test_tokenizer_steps:check_eight_devices_equal_one', devices=8)
+
+
+def test_prefix_loss_weight_setting():
+  """Stage 1's total = MSE + prefix weight x prefix loss + quantizer loss: the reference's
+  10 x prefix / grid tokens by default, the config's prefix_loss_weight when given."""
+  import dataclasses  # noqa: PLC0415
+
+  s, state, batch = _setup(1, gan=False)
+  x = batch['image'].astype(jnp.float32) / 255.0
+  grid = variants.TOKENIZER['tiny_stage1'].grid_size
+  for weight, expected in ((None, steps.prefix_loss_scale(1 + grid, grid)), (0.3, 0.3)):
+    settings = dataclasses.replace(s, prefix_weight=weight)
+    total, (parts, *_) = steps.generator_loss(settings, state['params'], state['frozen'], {}, x)
+    np.testing.assert_allclose(
+        float(total), float(parts['loss/mse'] + expected * parts['loss/prefix']
+                            + parts['loss/quantizer']), rtol=1e-6)
+  assert steps.prefix_loss_scale(17, 16) == pytest.approx(10 * 17 / 256)

@@ -8,18 +8,19 @@ Stages, each the project's own mode with a small config (so the demo exercises t
 3. pretokenization (ten crops per image)                                   -> W/codes
 4. AR training on the codes                                                 -> W/ar/model
 5. sampling with classifier-free guidance, `samples_per_class` per class
-6. evaluation -> W/report/: reconstructions.png, samples.png, metrics.json, index.html
-   - recon_psnr: PSNR of stage-2 reconstructions of held-out images (another seed);
-   - recon_psnr_baseline: PSNR of the trivial reconstruction (each image's mean colour);
-   - class_consistency: the share of samples that the synthetic set's checker (which knows how
-     each class is drawn) assigns to the class they were sampled for; chance = 1 / classes.
+6. evaluation (eval/synthetic_scores.py) -> W/report/ (commands/demo_report.py), each figure
+   next to its chance or trivial baseline:
+   - recon_shape_accuracy: the share of stage-2 reconstructions of held-out images (another
+     seed) whose shape the colour-blind checker (data/synthetic_checkers.shape_class) names as
+     the original's; recon_psnr, recon_ssim;
+   - sample_shape_consistency: the share of samples that show their class's shape;
+     sample_colour_consistency: the share the colour checker names as their class (a blob in
+     the class colour passes it); sample_near_copies: the share within 30 dB of a training image.
 A rerun skips finished stages and resumes an interrupted one.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import pathlib
 import time
 
@@ -27,14 +28,14 @@ import ml_collections
 import numpy as np
 
 from alitok_jax import Generator, Tokenizer, config_files, viz
-from alitok_jax.commands import pretokenize, train_ar, train_tokenizer
-from alitok_jax.data import synthetic, synthetic_checkers
-from alitok_jax.eval import image_metrics
+from alitok_jax.commands import demo_report, pretokenize, train_ar, train_tokenizer
+from alitok_jax.data import synthetic
+from alitok_jax.eval import synthetic_scores
 from alitok_jax.models import variants
 
 
 def _quiet(c: ml_collections.ConfigDict, steps: int) -> None:
-  c.log_every = max(steps // 5, 1)
+  c.log_every = max(steps // 20, 1)  # points of the training curves
   c.ckpt_every = max(steps // 2, 1)
   c.export_every = 0
 
@@ -61,7 +62,8 @@ def _tokenizer_config(config, stage: int, init_from: str) -> ml_collections.Conf
   lr = config.tokenizer_lr if stage == 1 else config.stage2_lr
   c.optim.lr, c.optim.warmup_steps = lr, max(steps // 20, 1)
   c.phases = (dict(name='reconstruction', steps=steps, lr=lr * 0.2),)
-  c.eval_every, c.eval_images, c.preview_images = steps, 16, 8
+  c.prefix_loss_weight = config.prefix_loss_weight
+  c.eval_every, c.eval_images, c.preview_images = max(steps // 5, 1), 32, 8  # the PSNR curve
   _quiet(c, steps)
   return c
 
@@ -120,76 +122,104 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   print('\n=== sampling and evaluation ===', flush=True)
   t = time.perf_counter()
-  tok = Tokenizer.load(tok_dir)
-  gen = Generator.load(w / 'ar/model')
-  n = config.samples_per_class
-  labels = np.repeat(np.arange(config.num_classes, dtype=np.int32), n)
-  codes = gen.sample(labels, config.guidance_scale, config.guidance_pow,
-                     temperature=config.temperature, top_k=config.top_k or None, seed=config.seed)
-  samples = viz.to_uint8(np.asarray(tok.decode(codes)))
-  predicted = synthetic_checkers.colour_class(samples, config.num_classes)
-  consistency = float(np.mean(predicted == labels))
-
-  held_out = synthetic.SyntheticImages(config.num_classes, config.eval_images,
-                                       tok.config.image_size, seed=config.seed + 1000)
-  originals = np.stack([held_out[i]['image'] for i in range(len(held_out))])
-  recon = np.concatenate([np.asarray(tok.reconstruct(originals[i:i + 32]))
-                          for i in range(0, len(originals), 32)])
-  x = originals.astype(np.float32) / 255.0
-  mean_colour = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape)
+  results = evaluate(config, tok_dir, str(w / 'ar/model'))
   timings['sampling and evaluation'] = round(time.perf_counter() - t, 1)
-  metrics = {
-      'recon_psnr': float(image_metrics.psnr(x, viz.to_uint8(recon) / 255.0).mean()),
-      'recon_psnr_baseline': float(image_metrics.psnr(x, mean_colour).mean()),
-      'class_consistency': consistency,
-      'chance': 1.0 / config.num_classes,
-      'samples': int(len(labels)),
-      'held_out_images': int(len(originals)),
-      'per_class_consistency': [float(np.mean(predicted[labels == k] == k))
-                                for k in range(config.num_classes)],
-      'seconds': {**timings, 'total': round(time.perf_counter() - start, 1)},
-  }
-  zoom = max(1, 128 // tok.config.image_size)  # small images are shown enlarged, pixel by pixel
-  big = lambda a: np.repeat(np.repeat(viz.to_uint8(a), zoom, axis=1), zoom, axis=2)
-  viz.save_png(report / 'reconstructions.png',
-               viz.grid([big(originals[i:i + 8]) if j == 0 else big(recon[i:i + 8])
-                         for i in range(0, min(len(originals), 32), 8) for j in (0, 1)]))
-  viz.save_png(report / 'samples.png', viz.grid([big(samples[k * n:(k + 1) * n])
-                                                 for k in range(config.num_classes)]))
-  (report / 'metrics.json').write_text(json.dumps(metrics, indent=1) + '\n')
-  (report / 'index.html').write_text(_html(metrics, config))
-  print(f'\nrecon PSNR {metrics["recon_psnr"]:.2f} dB (mean-colour baseline '
-        f'{metrics["recon_psnr_baseline"]:.2f} dB); class consistency '
-        f'{consistency:.1%} (chance {metrics["chance"]:.1%}); '
-        f'{metrics["seconds"]["total"]:.0f} s in all\nreport: {report / "index.html"}', flush=True)
+  metrics = {**results.pop('metrics'), 'seconds': {**timings,
+                                                   'total': round(time.perf_counter() - start, 1)}}
+  demo_report.write(report, w, metrics=metrics, num_classes=config.num_classes,
+                    settings=_settings(config), **results)
+  print(_summary(metrics) + f'\nreport: {report / "index.html"}', flush=True)
   return metrics
 
 
-def _html(metrics: dict, config) -> str:
-  rows = ''.join(f'<tr><td>{html.escape(k)}</td><td>{v:.0f} s</td></tr>'
-                 for k, v in metrics['seconds'].items())
-  gain = metrics['recon_psnr'] - metrics['recon_psnr_baseline']
-  ratio = metrics['class_consistency'] / metrics['chance']
-  return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>alitok_jax demo</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}
-td{{padding:2px 12px}} img{{image-rendering:pixelated;max-width:100%}}</style></head><body>
-<h1>alitok_jax demo: the whole pipeline on synthetic data</h1>
-<p>Tokenizer stage 1 &rarr; stage 2 &rarr; pretokenization &rarr; AR training &rarr; sampling
-&rarr; evaluation, on {config.num_classes} synthetic classes (shapes and colours, with a class
-band along the top row), all on this machine.</p>
-<h2>Numbers</h2><table>
-<tr><td>reconstruction PSNR (held-out)</td><td>{metrics['recon_psnr']:.2f} dB</td></tr>
-<tr><td>mean-colour baseline</td><td>{metrics['recon_psnr_baseline']:.2f} dB
- (gain {gain:+.2f} dB)</td></tr>
-<tr><td>class consistency of samples</td><td>{metrics['class_consistency']:.1%}
- ({ratio:.1f} x chance)</td></tr>
-<tr><td>chance</td><td>{metrics['chance']:.1%}</td></tr></table>
-<h2>Reconstructions</h2><p>Pairs of rows: held-out originals, then the stage-2 tokenizer's
-reconstructions.</p><img src="reconstructions.png">
-<h2>Samples</h2><p>One row per class, {config.samples_per_class} samples each, guidance
-{config.guidance_scale}.</p><img src="samples.png">
-<h2>Time</h2><table>{rows}</table>
-<p>Training curves: <code>metrics.jsonl</code> and <code>tensorboard/</code> in each stage's
-folder.</p></body></html>
-"""
+def _settings(config) -> dict:
+  keys = ('image_size', 'tokenizer_stage1', 'tokenizer_stage2', 'ar_model', 'stage1_steps',
+          'stage2_steps', 'tokenizer_batch', 'tokenizer_lr', 'stage2_lr', 'pretokenize_images',
+          'ar_steps', 'ar_batch', 'ar_lr', 'guidance_scale', 'guidance_pow', 'temperature',
+          'top_k', 'seed')
+  return {k: config.get(k) for k in keys}
+
+
+def evaluate(config, tok_dir: str, ar_dir: str) -> dict:
+  """Samples `samples_per_class` per class, reconstructs `eval_images` held-out images, scores
+  both against their trivial answers (eval/synthetic_scores.py). Returns the report's inputs:
+  metrics and the arrays."""
+  tok, gen = Tokenizer.load(tok_dir), Generator.load(ar_dir)
+  k, size = config.num_classes, tok.config.image_size
+  labels = np.repeat(np.arange(k, dtype=np.int32), config.samples_per_class)
+  codes = gen.sample(labels, config.guidance_scale, config.guidance_pow,
+                     temperature=config.temperature, top_k=config.top_k or None, seed=config.seed)
+  samples = viz.to_uint8(np.asarray(tok.decode(codes)))
+  # Trivial answers for the samples: decoded uniformly random codes, and a copy of the training
+  # images the AR model learned from (same labels).
+  rng = np.random.default_rng(config.seed)
+  random_codes = rng.integers(0, tok.config.codebook_size, np.asarray(codes).shape)
+  random_images = viz.to_uint8(np.asarray(tok.decode(random_codes)))
+  training = synthetic.SyntheticImages(k, config.dataset_size, size, seed=config.seed)
+  seen = min(config.pretokenize_images, len(training))  # the images behind the AR's codes
+  train_images = np.stack([training[i]['image'] for i in range(seen)])
+  train_labels = np.array([training.label(i) for i in range(seen)], np.int32)
+  baselines = {'random_codes': random_images}
+  if set(labels.tolist()) <= set(train_labels.tolist()):  # every class among the seen images
+    baselines['copy_of_training_images'] = np.stack(
+        [train_images[_nth_of_class(train_labels, c, j)] for j, c in enumerate(labels)])
+  sample_scores = synthetic_scores.sample_scores(
+      samples, labels, k, training_images=train_images, training_labels=train_labels,
+      baselines=baselines)
+
+  held_out = synthetic.SyntheticImages(k, config.eval_images, size, seed=config.seed + 1000)
+  originals = np.stack([held_out[i]['image'] for i in range(len(held_out))])
+  held_labels = np.array([held_out.label(i) for i in range(len(held_out))], np.int32)
+  recon = np.concatenate([np.asarray(tok.reconstruct(originals[i:i + 32]))
+                          for i in range(0, len(originals), 32)])
+  recon_scores = synthetic_scores.reconstruction_scores(originals, held_labels, recon)
+
+  rows = synthetic_scores.per_class(held_labels, k,
+                                    recon_shape_accuracy=recon_scores['per_image']['shape_hit'],
+                                    recon_psnr=recon_scores['per_image']['psnr'])
+  sample_rows = synthetic_scores.per_class(
+      labels, k, sample_shape_consistency=sample_scores['per_image']['shape_hit'],
+      sample_colour_consistency=sample_scores['per_image']['colour_hit'])
+  for row, extra in zip(rows, sample_rows):
+    row.update({c: v for c, v in extra.items() if c.startswith('sample_')})
+  strip = lambda d: {key: v for key, v in d.items() if key != 'per_image'}
+  metrics = {
+      'recon_shape_accuracy': recon_scores['shape_accuracy'],
+      'recon_psnr': recon_scores['psnr'],
+      'recon_ssim': recon_scores['ssim'],
+      'sample_shape_consistency': sample_scores['shape_consistency'],
+      'sample_colour_consistency': sample_scores['colour_consistency'],
+      'sample_near_copies': sample_scores['near_copies'],
+      'chance_shape': 1.0 / len(synthetic.SHAPES),
+      'chance_class': 1.0 / k,
+      'num_classes': k,
+      'num_samples': int(len(labels)),
+      'num_held_out': int(len(originals)),
+      'reconstruction': strip(recon_scores),
+      'samples': strip(sample_scores),
+      'per_class': rows,
+  }
+  return {'metrics': metrics, 'originals': originals, 'originals_labels': held_labels,
+          'reconstructions': recon, 'samples': samples, 'sample_labels': labels}
+
+
+def _nth_of_class(labels: np.ndarray, c: int, n: int) -> int:
+  """Index of the n-th image of class c in `labels` (cycling when the class has fewer)."""
+  of_class = np.nonzero(labels == c)[0]
+  return int(of_class[n % len(of_class)])
+
+
+def _summary(m: dict) -> str:
+  rec, smp = m['reconstruction']['baselines'], m['samples']['baselines']
+  return '\n'.join([
+      f'reconstructions ({m["num_held_out"]} held-out images): shape accuracy '
+      f'{m["recon_shape_accuracy"]:.1%} (4x-blurred originals '
+      f'{rec["shape_accuracy"]["blurred_x4"]:.1%}, chance {m["chance_shape"]:.0%}), PSNR '
+      f'{m["recon_psnr"]:.2f} dB (mean colour {rec["psnr"]["mean_colour"]:.2f} dB), SSIM '
+      f'{m["recon_ssim"]:.3f}',
+      f'samples ({m["num_samples"]}): shape consistency {m["sample_shape_consistency"]:.1%} '
+      f'(random codes {smp["random_codes"]["shape_consistency"]:.1%}, chance '
+      f'{m["chance_shape"]:.0%}), colour consistency {m["sample_colour_consistency"]:.1%} '
+      f'(chance {m["chance_class"]:.0%}), near-copies of training images '
+      f'{m["sample_near_copies"]:.1%}',
+      f'{m["seconds"]["total"]:.0f} s in all'])

@@ -213,13 +213,16 @@ TOKENIZER = {
     # CPU-sized, same token layout (the parity fixtures use these widths).
     'tiny_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1),
     'tiny_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2),
-    # The CPU demo's: AliTok's token layout at a laptop's scale. 32-pixel images in 4-pixel
-    # patches give an 8 x 8 grid, so 9 prefix tokens (the top-left patch, then the first patch
-    # row) + 64 grid tokens = 73 codes, from a codebook of 512.
+    # The CPU demo's: AliTok's token layout at a laptop's scale. 32-pixel images in 8-pixel
+    # patches give a 4 x 4 grid, so 5 prefix tokens (the top-left patch, then the first patch
+    # row) + 16 grid tokens = 21 codes, from a codebook of 4096. 'fan_in' kernels: at these
+    # widths the reference's N(0, 0.02) starts the model as a near-constant function.
     'demo_stage1': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=1,
-                                   image_size=32, patch_size=4, codebook_size=512),
+                                   image_size=32, patch_size=8, codebook_size=4096,
+                                   kernel_init='fan_in'),
     'demo_stage2': TokenizerConfig(ViTConfig(64, 2, 4), ViTConfig(96, 2, 4), stage=2,
-                                   image_size=32, patch_size=4, codebook_size=512),
+                                   image_size=32, patch_size=8, codebook_size=4096,
+                                   kernel_init='fan_in'),
 }
 
 AR = {
@@ -227,9 +230,9 @@ AR = {
     'L': ARConfig(width=1024, depth=24, heads=16),
     'XL': ARConfig(width=1280, depth=32, heads=16),
     'tiny': ARConfig(width=128, depth=2, heads=8),
-    # The CPU demo's: over the demo tokenizer's 73 codes from 512, for 10 synthetic classes.
-    'demo': ARConfig(width=128, depth=2, heads=8, codebook_size=512, num_classes=10,
-                     image_seq_len=73, prefix_tokens=9),
+    # The CPU demo's: over the demo tokenizer's 21 codes from 4096, for 10 synthetic classes.
+    'demo': ARConfig(width=128, depth=2, heads=8, codebook_size=4096, num_classes=10,
+                     image_seq_len=21, prefix_tokens=5),
 }
 
 # The paper's sizes beyond the released models: 512 x 512 images (Table 5; the tokenizer and the
